@@ -1,0 +1,55 @@
+# Developer commands. `make run` and `make test` work from a fresh clone.
+
+PYTHON ?= python3
+VENV ?= .venv
+HOST ?= 127.0.0.1
+PORT ?= 8000
+# Python 3.12, where installed: the suite runs there too (the Docker image's version).
+PYTHON312 ?= $(firstword $(wildcard $(HOME)/.pyenv/versions/3.12.*/bin/python3.12) \
+	$(wildcard /usr/bin/python3.12 /usr/local/bin/python3.12))
+PYTEST_ARGS ?=
+
+BIN := $(VENV)/bin
+
+.PHONY: run test test-python lint format check-tools clean
+
+run: $(VENV)/.runtime
+	$(BIN)/python manage.py migrate --no-input
+	@echo "Open http://$(HOST):$(PORT)/ in a browser (CONTROL-C stops the server)."
+	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+test: $(VENV)/.dev check-tools lint
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+ifneq ($(PYTHON312),)
+	$(MAKE) --no-print-directory VENV=.venv312 PYTHON=$(PYTHON312) test-python
+endif
+
+# The suite alone, on the virtualenv VENV.
+test-python: $(VENV)/.dev
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+lint: $(VENV)/.dev
+	$(BIN)/ruff format --check .
+	$(BIN)/ruff check .
+
+format: $(VENV)/.dev
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+check-tools:
+	@command -v redis-server >/dev/null || { \
+		echo "redis-server is missing: install it with 'apt-get install redis-server'"; \
+		exit 1; }
+
+$(VENV)/.runtime: requirements.txt
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.txt
+	touch $@
+
+$(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
+	$(BIN)/python -m pip install --quiet -r requirements-dev.txt
+	touch $@
+
+clean:
+	rm -rf .venv .venv312 .pytest_cache .ruff_cache staticfiles

@@ -1,0 +1,64 @@
+"""The client's address and path, read from trusted reverse proxies' headers."""
+
+import ipaddress
+import logging
+from typing import Any
+
+from django.conf import settings
+
+from .models import Via
+
+logger = logging.getLogger(__name__)
+
+VIA_HEADER = b"x-wordstream-via"
+FORWARDED_FOR_HEADER = b"x-forwarded-for"
+
+
+def scope_header(scope: dict[str, Any], name: bytes) -> str | None:
+    """Return the first value of a header in an ASGI scope, decoded as latin-1."""
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def peer_address(scope: dict[str, Any]) -> str | None:
+    client = scope.get("client")
+    return client[0] if client else None
+
+
+def is_trusted_proxy(address: str | None) -> bool:
+    return address is not None and address in settings.TRUSTED_PROXIES
+
+
+def client_address(scope: dict[str, Any]) -> str | None:
+    """Return the client's IP address.
+
+    Behind a trusted proxy it is the last address that proxy appended to
+    X-Forwarded-For: entries further left were sent by the client and may be
+    forged.
+    """
+    peer = peer_address(scope)
+    forwarded = scope_header(scope, FORWARDED_FOR_HEADER)
+    if not is_trusted_proxy(peer) or not forwarded:
+        return _valid_ip(peer)
+    return _valid_ip(forwarded.split(",")[-1].strip())
+
+
+def client_via(scope: dict[str, Any]) -> Via:
+    """Return which proxy the connection came through, or DIRECT."""
+    value = scope_header(scope, VIA_HEADER)
+    if value is None or not is_trusted_proxy(peer_address(scope)):
+        return Via.DIRECT
+    try:
+        return Via(value.strip().lower())
+    except ValueError:
+        logger.warning("unknown %s header value %r", VIA_HEADER.decode(), value)
+        return Via.DIRECT
+
+
+def _valid_ip(address: str | None) -> str | None:
+    try:
+        return str(ipaddress.ip_address(address)) if address else None
+    except ValueError:
+        return None

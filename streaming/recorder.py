@@ -1,0 +1,115 @@
+"""Writes connection rows off the hot path, in batches.
+
+Consumers only append to in-memory lists; a background task writes them every
+FLUSH_INTERVAL seconds with one bulk insert and one bulk update, in the thread
+that database_sync_to_async runs database work in. A burst of a thousand
+connects therefore costs a few queries, and no consumer waits on the database.
+"""
+
+import asyncio
+import logging
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+from uuid import UUID
+
+from channels.db import database_sync_to_async
+from django.db import DatabaseError, transaction
+from django.db.models import DateTimeField, F, Value
+from django.utils import timezone
+
+from .models import Connection, ConnectionState
+
+logger = logging.getLogger(__name__)
+
+FLUSH_INTERVAL = 0.5
+# Rows kept for a retry while the database is failing; older ones are dropped.
+MAX_PENDING = 100_000
+
+
+@dataclass
+class Close:
+    connection_id: UUID
+    closed_at: datetime
+    close_code: int | None
+    words_delivered: int
+
+
+class ConnectionRecorder:
+    def __init__(self, process_id: str) -> None:
+        self.process_id = process_id
+        self._opens: dict[UUID, Connection] = {}
+        self._closes: list[Close] = []
+
+    def opened(self, connection: Connection) -> None:
+        connection.process = self.process_id
+        self._opens[connection.id] = connection
+
+    def closed(self, close: Close) -> None:
+        opened = self._opens.get(close.connection_id)
+        if opened is not None:
+            # Opened and closed within one batch: a single insert does.
+            opened.close(close.closed_at, close.close_code, close.words_delivered)
+        else:
+            self._closes.append(close)
+
+    async def run(self) -> None:
+        """Flush every FLUSH_INTERVAL seconds until cancelled."""
+        while True:
+            await asyncio.sleep(FLUSH_INTERVAL)
+            await self.flush()
+
+    async def flush(self) -> None:
+        """Write the pending rows; on a database error, keep them for the next try."""
+        if not self._opens and not self._closes:
+            return
+        opens, closes = self._opens, self._closes
+        self._opens, self._closes = {}, []
+        try:
+            await write_batch(list(opens.values()), closes)
+        except DatabaseError as exc:
+            logger.warning("recording %d connections failed: %s", len(opens), exc)
+            self._requeue(opens, closes)
+
+    def _requeue(self, opens: dict[UUID, Connection], closes: list[Close]) -> None:
+        opens.update(self._opens)
+        self._opens = opens
+        self._closes = closes + self._closes
+        excess = len(self._opens) + len(self._closes) - MAX_PENDING
+        if excess > 0:
+            logger.error("dropping %d unrecorded connection events", excess)
+            self._closes = self._closes[excess:]
+
+
+@database_sync_to_async
+def write_batch(opens: list[Connection], closes: list[Close]) -> None:
+    with transaction.atomic():
+        Connection.objects.bulk_create(opens, batch_size=500)
+        for close in closes:
+            _write_close(close)
+
+
+def _since_opened(moment: datetime) -> Any:
+    return Value(moment, output_field=DateTimeField()) - F("opened_at")
+
+
+def _write_close(close: Close) -> None:
+    # One UPDATE per close: the duration is computed by the database from the
+    # stored opened_at, so the row needs no read first.
+    Connection.objects.filter(pk=close.connection_id).update(
+        closed_at=close.closed_at,
+        duration=_since_opened(close.closed_at),
+        close_code=close.close_code,
+        words_delivered=close.words_delivered,
+        state=ConnectionState.CLOSED,
+    )
+
+
+@database_sync_to_async
+def mark_lost(processes: list[str]) -> int:
+    """Close the open rows of server processes that died; return how many."""
+    now = timezone.now()
+    rows = Connection.objects.filter(state=ConnectionState.OPEN, process__in=processes)
+    return rows.update(
+        closed_at=now, duration=_since_opened(now), state=ConnectionState.LOST
+    )

@@ -1,0 +1,120 @@
+"""The background work of one server process, started and stopped as a unit.
+
+Every server process runs the relay, the presence reports and the connection
+recorder. It also runs a word source candidate unless IN_PROCESS_WORD_SOURCE
+is off; `manage.py broadcast_words` runs one as a process of its own.
+"""
+
+import asyncio
+import logging
+from collections.abc import Coroutine
+from typing import Any
+
+from channels.layers import get_channel_layer
+from django.conf import settings
+from django.db import DatabaseError
+
+from .fanout import Fanout
+from .leadership import new_process_id
+from .presence import REPORT_INTERVAL, Presence
+from .recorder import ConnectionRecorder, mark_lost
+from .relay import Relay
+from .source import WordSource, build_word_source
+
+logger = logging.getLogger(__name__)
+
+
+class Services:
+    """The relay, presence, recorder and word source of this process.
+
+    start() and stop() may each be called any number of times; the ASGI
+    application calls start() on lifespan startup and, for servers without
+    lifespan events such as daphne, before handling the first connection.
+    """
+
+    def __init__(self) -> None:
+        self.started = False
+        self._start_lock: asyncio.Lock | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self.process_id = new_process_id()
+        self.word_source: WordSource | None = None
+
+    async def start(self) -> None:
+        if self.started:
+            return
+        if self._start_lock is None:
+            self._start_lock = asyncio.Lock()
+        async with self._start_lock:
+            if not self.started:
+                await self._start()
+
+    async def _start(self) -> None:
+        layer = get_channel_layer()
+        self.fanout = Fanout()
+        self.presence = Presence(layer, self.process_id)
+        self.recorder = ConnectionRecorder(self.process_id)
+        self.relay = Relay(layer, self.fanout, self.presence)
+        await self.relay.join_groups()
+        self._spawn(self.relay.run(), "relay")
+        self._spawn(self._keep_presence(), "presence")
+        self._spawn(self.recorder.run(), "recorder")
+        if settings.IN_PROCESS_WORD_SOURCE:
+            self.word_source = build_word_source(layer, self.process_id)
+            self._spawn(self.word_source.run(), "word source")
+        self.started = True
+        await self.presence.report(query=True)
+        logger.info(
+            "streaming started: layer %s, interval %.3f s, process %s, word source %s",
+            type(layer).__name__,
+            settings.WORD_INTERVAL,
+            self.process_id,
+            "in process" if self.word_source else "external",
+        )
+
+    def _spawn(self, work: Coroutine[Any, Any, None], name: str) -> None:
+        task = asyncio.create_task(work, name=f"wordstream {name}")
+        self._tasks.add(task)
+        task.add_done_callback(self._task_done)
+
+    def _task_done(self, task: asyncio.Task[None]) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("%s crashed", task.get_name(), exc_info=task.exception())
+
+    async def _keep_presence(self) -> None:
+        """Report the local count, rejoin the groups and expire silent processes."""
+        while True:
+            await asyncio.sleep(REPORT_INTERVAL)
+            try:
+                await self.relay.join_groups()
+            except Exception as exc:  # noqa: BLE001 - retried on the next round
+                logger.warning("joining the channel layer groups failed: %s", exc)
+            await self.presence.report()
+            lost = self.presence.expire_reports()
+            if lost:
+                await self._mark_lost(lost)
+
+    async def _mark_lost(self, processes: list[str]) -> None:
+        try:
+            rows = await mark_lost(processes)
+        except DatabaseError as exc:
+            logger.warning("marking connections of %s lost failed: %s", processes, exc)
+            return
+        logger.warning("marked %d connections of %s lost", rows, ", ".join(processes))
+
+    async def stop(self) -> None:
+        """Cancel the background tasks, then write what is left to record."""
+        if not self.started:
+            return
+        self.started = False
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self._tasks.clear()
+        self.word_source = None
+        await self.presence.close()
+        await self.recorder.flush()
+        logger.info("streaming stopped: process %s", self.process_id)
+
+
+services = Services()

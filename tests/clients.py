@@ -1,0 +1,84 @@
+"""WebSocket and Server-Sent Events clients for tests against real servers."""
+
+import asyncio
+import json
+
+import httpx
+from websockets.asyncio.client import connect
+
+# Seconds any single wait in a test may take before it fails.
+TIMEOUT = 10.0
+
+
+def origin_of(base_url: str) -> str:
+    return base_url.rstrip("/")
+
+
+def ws_connect(ws_url: str, origin: str | None = None, **kwargs):
+    """Open a WebSocket with the Origin a page of that server would send."""
+    if origin is None:
+        origin = "http" + ws_url.removeprefix("ws").rsplit("/", 1)[0]
+    return connect(ws_url, origin=origin, open_timeout=TIMEOUT, **kwargs)
+
+
+async def receive_words(ws, count: int, timeout: float = TIMEOUT) -> list[dict]:
+    """Receive count word frames."""
+    return [
+        json.loads(await asyncio.wait_for(ws.recv(), timeout)) for _ in range(count)
+    ]
+
+
+class EventStream:
+    """A Server-Sent Events client that reads data events one at a time."""
+
+    def __init__(self, url: str):
+        self.url = url
+        self.comments: list[str] = []
+        self.events: list[dict] = []
+
+    async def __aenter__(self) -> "EventStream":
+        self._client = httpx.AsyncClient(timeout=httpx.Timeout(TIMEOUT, read=None))
+        self._stream = self._client.stream("GET", self.url)
+        self.response = await self._stream.__aenter__()
+        self._lines = self.response.aiter_lines()
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        await self._stream.__aexit__(*exc_info)
+        await self._client.aclose()
+
+    async def next_event(self, timeout: float = TIMEOUT) -> dict:
+        return await asyncio.wait_for(self._read_event(), timeout)
+
+    async def _read_event(self) -> dict:
+        data: list[str] = []
+        async for line in self._lines:
+            if line.startswith(":"):
+                self.comments.append(line)
+            elif line.startswith("data:"):
+                data.append(line.removeprefix("data:").strip())
+            elif line == "" and data:
+                event = json.loads("\n".join(data))
+                self.events.append(event)
+                return event
+        raise EOFError("the event stream ended")
+
+    async def wait_for_count(self, count: int, timeout: float = TIMEOUT) -> dict:
+        """Read events until one reports count active connections."""
+
+        async def read_until_count() -> dict:
+            while True:
+                event = await self._read_event()
+                if event["active_connections"] == count:
+                    return event
+
+        return await asyncio.wait_for(read_until_count(), timeout)
+
+
+def metric_value(base_url: str, name: str) -> float:
+    """Read one unlabelled metric from a server's /metrics page."""
+    text = httpx.get(base_url + "/metrics", timeout=TIMEOUT).text
+    for line in text.splitlines():
+        if line.startswith(name + " "):
+            return float(line.split()[1])
+    raise KeyError(f"metric {name} not found on {base_url}/metrics")

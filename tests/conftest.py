@@ -1,0 +1,95 @@
+import os
+import subprocess
+
+import pytest
+
+from streaming.leadership import LocalLeadership
+from streaming.services import services as process_services
+
+from .servers import PYTHON, ROOT, RedisServer, ServerProcess, free_port, server_command
+
+# Short ticks keep the real-server tests fast.
+TEST_WORD_INTERVAL = 0.2
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    server = RedisServer(tmp_path).start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture(scope="session")
+def database_url(tmp_path_factory):
+    """A migrated SQLite database shared by the server processes of the session."""
+    path = tmp_path_factory.mktemp("db") / "servers.sqlite3"
+    url = f"sqlite:///{path}"
+    env = {**os.environ, "DATABASE_URL": url}
+    subprocess.run(
+        [PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True
+    )
+    return url
+
+
+@pytest.fixture
+def server_env(database_url):
+    """The environment of a server process started by a test."""
+    env = {
+        key: value
+        for key, value in os.environ.items()
+        if key not in {"REDIS_URL", "WORD_LIST", "DJANGO_SETTINGS_MODULE"}
+    }
+    env.update(
+        DATABASE_URL=database_url,
+        WORD_INTERVAL=str(TEST_WORD_INTERVAL),
+        PYTHONUNBUFFERED="1",
+    )
+    return env
+
+
+@pytest.fixture
+def start_server(tmp_path, server_env):
+    """Start a server process; every one started is stopped after the test."""
+    started: list[ServerProcess] = []
+
+    def start(kind: str = "uvicorn", **env: str) -> ServerProcess:
+        port = free_port()
+        log = tmp_path / f"{kind}-{port}.log"
+        args = server_command(kind, port)
+        process = ServerProcess(kind, args, {**server_env, **env}, log, port)
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def start_word_worker(tmp_path, server_env):
+    """Start `manage.py broadcast_words` processes, stopped after the test."""
+    from .servers import Process
+
+    started: list[Process] = []
+
+    def start(**env: str) -> Process:
+        log = tmp_path / f"broadcast_words-{len(started)}.log"
+        args = [PYTHON, "manage.py", "broadcast_words"]
+        process = Process("broadcast_words", args, {**server_env, **env}, log)
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+async def services(settings):
+    """This process's streaming services on the in-memory channel layer."""
+    settings.WORD_INTERVAL = 0.05
+    LocalLeadership._holder = None
+    LocalLeadership._seq = 0
+    await process_services.start()
+    yield process_services
+    await process_services.stop()

@@ -1,0 +1,156 @@
+import asyncio
+import json
+import logging
+
+import pytest
+from channels.testing import WebsocketCommunicator
+
+from streaming.models import Connection, ConnectionState, Via
+from wordstream_site.asgi import application
+
+pytestmark = [pytest.mark.django_db(transaction=True)]
+
+# Seconds for any single wait.
+TIMEOUT = 3
+
+
+def communicator(origin: bytes | None = b"http://127.0.0.1:8000", headers=()):
+    all_headers = [*headers]
+    if origin is not None:
+        all_headers.append((b"origin", origin))
+    client = WebsocketCommunicator(application, "/ws", headers=all_headers)
+    # The application task has not run yet, so it sees this peer address.
+    client.scope["client"] = ["127.0.0.1", 50000]
+    return client
+
+
+async def receive_word(client):
+    return json.loads(await client.receive_from(timeout=TIMEOUT))
+
+
+async def test_client_receives_consecutive_words(services):
+    client = communicator()
+    connected, _ = await client.connect(timeout=TIMEOUT)
+    assert connected
+    frames = [await receive_word(client) for _ in range(4)]
+    assert [sorted(frame) for frame in frames] == [["seq", "ts", "word"]] * 4
+    seqs = [frame["seq"] for frame in frames]
+    assert seqs == list(range(seqs[0], seqs[0] + 4))
+    assert all(isinstance(frame["word"], str) and frame["word"] for frame in frames)
+    await client.disconnect()
+
+
+async def test_clients_get_the_same_word_per_seq(services):
+    clients = [communicator() for _ in range(3)]
+    for client in clients:
+        assert (await client.connect(timeout=TIMEOUT))[0]
+    streams = []
+    for client in clients:
+        frames = [await receive_word(client) for _ in range(4)]
+        streams.append({frame["seq"]: frame["word"] for frame in frames})
+    common = set(streams[0]) & set(streams[1]) & set(streams[2])
+    assert len(common) >= 3
+    for seq in common:
+        assert streams[0][seq] == streams[1][seq] == streams[2][seq]
+    for client in clients:
+        await client.disconnect()
+
+
+async def test_client_messages_are_ignored(services):
+    client = communicator()
+    assert (await client.connect(timeout=TIMEOUT))[0]
+    await client.send_to(text_data="hello")
+    await client.send_to(bytes_data=b"\x00\x01binary")
+    await client.send_to(text_data=json.dumps({"word": "forged", "seq": 0}))
+    frames = [await receive_word(client) for _ in range(3)]
+    assert all(frame["word"] != "forged" for frame in frames)
+    assert all(set(frame) == {"word", "seq", "ts"} for frame in frames)
+    assert len(services.fanout) == 1
+    await client.disconnect()
+
+
+async def test_disconnect_leaves_fanout_and_presence(services):
+    clients = [communicator() for _ in range(2)]
+    for client in clients:
+        assert (await client.connect(timeout=TIMEOUT))[0]
+    assert len(services.fanout) == 2
+    assert services.presence.local_count == 2
+    for client in clients:
+        await client.disconnect()
+    assert len(services.fanout) == 0
+    assert services.presence.local_count == 0
+
+
+async def test_foreign_origin_is_rejected_and_logged(services, caplog):
+    caplog.set_level(logging.WARNING, logger="streaming.origin")
+    client = communicator(origin=b"https://evil.example")
+    connected, _ = await client.connect(timeout=TIMEOUT)
+    assert not connected
+    assert "https://evil.example" in caplog.text
+    assert "rejected WebSocket handshake" in caplog.text
+    assert len(services.fanout) == 0
+
+
+async def test_missing_origin_is_rejected(services):
+    connected, _ = await communicator(origin=None).connect(timeout=TIMEOUT)
+    assert not connected
+
+
+async def test_missing_origin_allowed_when_configured(services, settings):
+    settings.WS_ALLOW_MISSING_ORIGIN = True
+    client = communicator(origin=None)
+    connected, _ = await client.connect(timeout=TIMEOUT)
+    assert connected
+    await client.disconnect()
+
+
+async def test_trusted_origin_behind_proxy_is_accepted(services, settings):
+    settings.CSRF_TRUSTED_ORIGINS = ["https://words.example.org"]
+    client = communicator(origin=b"https://words.example.org")
+    connected, _ = await client.connect(timeout=TIMEOUT)
+    assert connected
+    await client.disconnect()
+
+
+async def test_connection_row_is_recorded(services):
+    headers = [
+        (b"user-agent", b"pytest-agent/1.0"),
+        (b"x-wordstream-via", b"nginx"),
+        (b"x-forwarded-for", b"203.0.113.9"),
+    ]
+    client = communicator(headers=headers)
+    assert (await client.connect(timeout=TIMEOUT))[0]
+    words = [await receive_word(client) for _ in range(3)]
+    assert len(words) == 3
+    await client.disconnect(code=4000)
+    await services.recorder.flush()
+    row = await Connection.objects.aget()
+    assert row.state == ConnectionState.CLOSED
+    assert row.user_agent == "pytest-agent/1.0"
+    # The communicator's peer is 127.0.0.1, a trusted proxy by default.
+    assert row.via == Via.NGINX
+    assert row.client_address == "203.0.113.9"
+    assert row.close_code == 4000
+    assert row.words_delivered >= 3
+    assert row.duration == row.closed_at - row.opened_at
+    assert row.process == services.process_id
+
+
+async def test_untrusted_peer_headers_are_ignored(services, settings):
+    settings.TRUSTED_PROXIES = ["10.9.9.9"]
+    headers = [(b"x-wordstream-via", b"node"), (b"x-forwarded-for", b"203.0.113.9")]
+    client = communicator(headers=headers)
+    assert (await client.connect(timeout=TIMEOUT))[0]
+    await client.disconnect()
+    await services.recorder.flush()
+    row = await Connection.objects.aget()
+    assert row.via == Via.DIRECT
+    assert row.client_address == "127.0.0.1"
+
+
+async def test_no_word_is_sent_before_connect_completes(services):
+    client = communicator()
+    assert (await client.connect(timeout=TIMEOUT))[0]
+    assert await client.receive_nothing(timeout=0.01)
+    await client.disconnect()
+    await asyncio.sleep(0)
