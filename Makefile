@@ -11,12 +11,18 @@ PYTEST_ARGS ?=
 
 BIN := $(VENV)/bin
 
-.PHONY: run test test-python lint format check-tools clean
+.PHONY: run serve test test-python lint format check-tools clean
 
 run: $(VENV)/.runtime
 	$(BIN)/python manage.py migrate --no-input
 	@echo "Open http://$(HOST):$(PORT)/ in a browser (CONTROL-C stops the server)."
 	$(BIN)/python manage.py runserver $(HOST):$(PORT)
+
+# The production server, as the Docker image runs it.
+serve: $(VENV)/.runtime
+	$(BIN)/python manage.py migrate --no-input
+	$(BIN)/python manage.py collectstatic --no-input --verbosity 0
+	HOST=$(HOST) PORT=$(PORT) $(BIN)/python -m wordstream_site.serve
 
 test: $(VENV)/.dev check-tools lint
 	$(BIN)/python -m pytest $(PYTEST_ARGS)

@@ -5,13 +5,14 @@ import mimetypes
 from pathlib import Path
 
 from django.conf import settings
+from django.core.exceptions import SuspiciousFileOperation
 from django.http import (
-    FileResponse,
     Http404,
     HttpRequest,
     HttpResponse,
     StreamingHttpResponse,
 )
+from django.utils._os import safe_join
 from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
@@ -26,32 +27,49 @@ logger = logging.getLogger(__name__)
 CONTENT_SECURITY_POLICY = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'"
 
 
-def frontend_file(name: str) -> Path:
-    """Return the path of a file directly inside FRONTEND_DIR, or raise Http404."""
-    folder = Path(settings.FRONTEND_DIR).resolve()
-    path = (folder / name).resolve()
-    if path.parent != folder or not path.is_file():
+def file_response(folder: Path, name: str) -> HttpResponse:
+    """Return a file inside folder, read whole, or raise Http404.
+
+    The page's files and the admin's assets are a few kilobytes each. Reading
+    them whole avoids FileResponse, whose synchronous iterator Django's ASGI
+    handler warns about on every request.
+    """
+    try:
+        path = Path(safe_join(folder, name))
+    except SuspiciousFileOperation:
+        raise Http404(f"{name} not found") from None
+    if not path.is_file():
         raise Http404(f"{name} not found")
-    return path
+    content_type, encoding = mimetypes.guess_type(path.name)
+    response = HttpResponse(path.read_bytes(), content_type=content_type)
+    if encoding:
+        response["Content-Encoding"] = encoding
+    return response
 
 
-def _serve_frontend_file(name: str) -> FileResponse:
-    path = frontend_file(name)
-    content_type, _ = mimetypes.guess_type(path.name)
-    response = FileResponse(path.open("rb"), content_type=content_type)
+def _frontend_response(name: str) -> HttpResponse:
+    if "/" in name:
+        raise Http404(f"{name} not found")
+    response = file_response(settings.FRONTEND_DIR, name)
     response["Content-Security-Policy"] = CONTENT_SECURITY_POLICY
     response["Cache-Control"] = "no-cache"
     return response
 
 
 @require_GET
-def index(request: HttpRequest) -> FileResponse:
-    return _serve_frontend_file("index.html")
+def index(request: HttpRequest) -> HttpResponse:
+    return _frontend_response("index.html")
 
 
 @require_GET
-def frontend_asset(request: HttpRequest, name: str) -> FileResponse:
-    return _serve_frontend_file(name)
+def frontend_asset(request: HttpRequest, name: str) -> HttpResponse:
+    return _frontend_response(name)
+
+
+@require_GET
+def static_asset(request: HttpRequest, path: str) -> HttpResponse:
+    """Serve a collected static file from STATIC_ROOT."""
+    return file_response(settings.STATIC_ROOT, path)
 
 
 # Exempt from CSRF so that a POST gets 405 Method Not Allowed, not 403.

@@ -1,3 +1,4 @@
+from django.conf import settings
 from django.contrib import admin
 from django.urls import path, re_path
 
@@ -15,3 +16,14 @@ urlpatterns = [
         name="frontend-asset",
     ),
 ]
+
+if not settings.DEBUG:
+    # The admin's collected assets are few and small, so the server itself
+    # serves them; the proxies pass /static/ on to it. Under DEBUG, runserver's
+    # static files handler serves them instead.
+    urlpatterns.append(
+        re_path(
+            r"^static/(?P<path>.*)$",
+            views.static_asset,
+        )
+    )
