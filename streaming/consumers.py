@@ -1,12 +1,17 @@
 """The WebSocket consumer at /ws."""
 
+import asyncio
 import logging
+import time
 import uuid
 from typing import Any
 
 from channels.generic.websocket import AsyncWebsocketConsumer
+from django.conf import settings
 from django.utils import timezone
 
+from .closecodes import CloseCode
+from .fanout import start_eagerly
 from .models import Connection
 from .proxy import client_address, client_via, scope_header
 from .recorder import Close
@@ -19,8 +24,11 @@ class WordConsumer(AsyncWebsocketConsumer):
     """Streams the deployment's words to one client.
 
     The consumer owns no channel layer channel: the process's relay receives
-    each word once and the fan-out calls deliver() on every consumer. Messages
-    from the client are ignored, and the connection stays open.
+    each word once and the fan-out offers it to every consumer. Frames that
+    cannot go out at once, because the client has not read the previous
+    ones, wait in a backlog; a client more than WS_MAX_BACKLOG frames behind
+    is closed with 1013. Client messages are ignored, but a client that sends
+    more than WS_MAX_CLIENT_MESSAGES_PER_SECOND is closed with 1008.
     """
 
     # None: Channels creates no channel and no receive task per consumer.
@@ -30,18 +38,31 @@ class WordConsumer(AsyncWebsocketConsumer):
         """Called on the handshake: accept, and join the fan-out and presence."""
         self.words_delivered = 0
         self.connection_id = uuid.uuid4()
+        self._pending_send: asyncio.Task[None] | None = None
+        # Frames queued behind a send that waits for the socket; None while
+        # the client keeps up, which saves the list's memory.
+        self._backlog: list[dict[str, Any]] | None = None
+        self._closing = False
+        self._rate_window = (0, 0)  # (second, messages in it)
         await self.accept()
         services.fanout.add(self)
         services.presence.client_connected()
         services.recorder.opened(self._new_record())
-        logger.debug(
-            "connected %s from %s", self.connection_id, client_address(self.scope)
-        )
+        logger.debug("connected %s from %s", self.connection_id, self._client)
 
     async def receive(
         self, text_data: str | None = None, bytes_data: bytes | None = None
     ) -> None:
         """Called for each client message; the stream is one-way, so it is dropped."""
+        second = int(time.monotonic())
+        window, count = self._rate_window
+        count = count + 1 if window == second else 1
+        self._rate_window = (second, count)
+        if count == settings.WS_MAX_CLIENT_MESSAGES_PER_SECOND + 1:
+            logger.warning(
+                "closing %s: over %d messages a second", self._client, count - 1
+            )
+            await self.close(code=CloseCode.POLICY_VIOLATION)
 
     async def disconnect(self, code: int) -> None:
         """Called once the socket has closed, whoever closed it."""
@@ -51,19 +72,63 @@ class WordConsumer(AsyncWebsocketConsumer):
         services.presence.client_disconnected()
         close = Close(self.connection_id, timezone.now(), code, self.words_delivered)
         services.recorder.closed(close)
+        if self._pending_send is not None:
+            self._pending_send.cancel()
         logger.debug("disconnected %s with code %s", self.connection_id, code)
 
-    async def deliver(self, message: dict[str, Any]) -> None:
-        """Send one prepared websocket.send message; called by the fan-out."""
-        await self.base_send(message)
+    def offer(self, message: dict[str, Any]) -> bool:
+        """Send a prepared websocket.send message, or queue it behind a waiting
+        send; called by the fan-out. Return False if the frame is dropped.
+        """
+        if self._closing:
+            return False
+        if self._pending_send is None:
+            self._send(message)
+            return True
+        if self._backlog is None:
+            self._backlog = []
+        if len(self._backlog) >= settings.WS_MAX_BACKLOG:
+            logger.warning(
+                "closing %s: %d frames behind", self._client, len(self._backlog)
+            )
+            self.close_soon(CloseCode.TRY_AGAIN_LATER)
+            return False
+        self._backlog.append(message)
+        return True
+
+    def _send(self, message: dict[str, Any]) -> None:
+        pending = start_eagerly(self.base_send(message))
         self.words_delivered += 1
+        if pending is not None:
+            self._pending_send = pending
+            pending.add_done_callback(self._send_done)
+
+    def _send_done(self, task: asyncio.Task[None]) -> None:
+        self._pending_send = None
+        if task.cancelled() or task.exception() is not None:
+            return
+        while self._backlog and self._pending_send is None and not self._closing:
+            self._send(self._backlog.pop(0))
+
+    def close_soon(self, code: int) -> None:
+        """Start closing the connection with code, without waiting for the socket."""
+        self._closing = True
+        self._backlog = None
+        services.fanout.discard(self)
+        closing = start_eagerly(self.close(code=code))
+        if closing is not None:
+            self._close_task = closing
+
+    @property
+    def _client(self) -> str | None:
+        return client_address(self.scope)
 
     def _new_record(self) -> Connection:
         user_agent = scope_header(self.scope, b"user-agent") or ""
         return Connection(
             id=self.connection_id,
             opened_at=timezone.now(),
-            client_address=client_address(self.scope),
+            client_address=self._client,
             user_agent=user_agent[:512],
             via=client_via(self.scope),
         )

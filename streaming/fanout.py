@@ -1,8 +1,10 @@
 """Fan-out of each word to the WebSocket consumers of this process."""
 
+import asyncio
 import json
 import logging
 import time
+from collections.abc import Coroutine
 from typing import Any, Protocol
 
 from .metrics import BROADCAST_DURATION, FRAMES_DROPPED, FRAMES_SENT, WORDS_BROADCAST
@@ -11,17 +13,67 @@ logger = logging.getLogger(__name__)
 
 
 class Subscriber(Protocol):
-    async def deliver(self, message: dict[str, Any]) -> None:
-        """Send one ASGI websocket.send message to the client."""
+    def offer(self, message: dict[str, Any]) -> bool:
+        """Start sending one ASGI websocket.send message without waiting.
+
+        Return False when the frame was dropped because the client has not
+        taken the previous one yet.
+        """
         ...
+
+    def close_soon(self, code: int) -> None:
+        """Start closing the connection with code, without waiting."""
+        ...
+
+
+def start_eagerly(send: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
+    """Run a send coroutine until it completes or first has to wait.
+
+    An ASGI send to a socket with room in its buffer completes without
+    waiting, and then no task is created; that is the common case, and it
+    keeps a tick to ten thousand clients cheap. A send that waits (uvicorn
+    waits while the transport's buffer is over its high-water mark) goes on
+    in a task, which is returned, so one slow client never holds up the rest.
+    """
+    try:
+        awaited = send.send(None)
+    except StopIteration:
+        return None
+    return asyncio.ensure_future(_resume(send, awaited))
+
+
+async def _resume(send: Coroutine[Any, Any, None], awaited: Any) -> None:
+    """Drive a coroutine that start_eagerly() left suspended, as a task would."""
+    try:
+        while True:
+            try:
+                if awaited is None:
+                    # A bare yield, as in asyncio.sleep(0).
+                    await asyncio.sleep(0)
+                else:
+                    # The coroutine yielded the future it waits on; the flag
+                    # is how asyncio's Task recognises such a future.
+                    awaited._asyncio_future_blocking = False
+                    await awaited
+            except BaseException as exc:
+                # The future's error, or this task's cancellation, is raised
+                # inside the coroutine where it waits, as a task would.
+                awaited = send.throw(exc)
+            else:
+                awaited = send.send(None)
+    except StopIteration:
+        return
+    finally:
+        send.close()
 
 
 class Fanout:
     """The set of this process's consumers and the loop that sends them a word.
 
     The channel layer carries one message per tick to each process, and this
-    loop turns it into one send per client. The frame is encoded once per tick,
-    not once per client.
+    loop turns it into one send per client. The frame is encoded once per
+    tick, and no send is awaited, so the loop takes the same time whatever
+    the state of each client's socket.
     """
 
     def __init__(self) -> None:
@@ -32,27 +84,30 @@ class Fanout:
     def __len__(self) -> int:
         return len(self._subscribers)
 
+    def __iter__(self):  # type: ignore[no-untyped-def]
+        return iter(list(self._subscribers))
+
     def add(self, subscriber: Subscriber) -> None:
         self._subscribers.add(subscriber)
 
     def discard(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
 
-    async def broadcast(self, word: str, seq: int, ts: int) -> None:
+    def broadcast(self, frame: dict[str, Any]) -> None:
         """Send one word frame to every subscriber."""
-        frame = json.dumps({"word": word, "seq": seq, "ts": ts})
-        message = {"type": "websocket.send", "text": frame}
+        message = {"type": "websocket.send", "text": json.dumps(frame)}
         started = time.perf_counter()
         dropped = 0
-        # A copy, because a client may disconnect while the loop awaits a send.
+        # A copy: a failed send may discard a subscriber during the loop.
         subscribers = list(self._subscribers)
         for subscriber in subscribers:
             try:
-                await subscriber.deliver(message)
+                sent = subscriber.offer(message)
             except Exception as exc:  # noqa: BLE001 - one client must not stop the rest
-                logger.debug("send of seq %d failed: %r", seq, exc)
+                logger.debug("send of seq %s failed: %r", frame.get("seq"), exc)
                 self.discard(subscriber)
-                dropped += 1
+                sent = False
+            dropped += not sent
         self.last_duration = time.perf_counter() - started
         BROADCAST_DURATION.observe(self.last_duration)
         WORDS_BROADCAST.inc()

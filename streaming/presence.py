@@ -36,6 +36,8 @@ class Presence:
         # process id -> (count, loop time the report arrived)
         self._reports: dict[str, tuple[int, float]] = {}
         self._watchers: set[asyncio.Event] = set()
+        # Set on shutdown: event streams end instead of waiting for changes.
+        self.streams_ended = False
         self._pending_report: asyncio.Task[None] | None = None
         self._last_report = -math.inf
 
@@ -122,6 +124,12 @@ class Presence:
             return
         self.total = total
         DEPLOYMENT_CONNECTIONS.set(total)
+        for changed in self._watchers:
+            changed.set()
+
+    def end_streams(self) -> None:
+        """Wake every watcher with streams_ended set, so their streams end."""
+        self.streams_ended = True
         for changed in self._watchers:
             changed.set()
 

@@ -2,9 +2,11 @@
 
 import ipaddress
 import logging
+from functools import lru_cache
 from typing import Any
 
 from django.conf import settings
+from django.core.exceptions import ImproperlyConfigured
 
 from .models import Via
 
@@ -27,8 +29,30 @@ def peer_address(scope: dict[str, Any]) -> str | None:
     return client[0] if client else None
 
 
+IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
+
+
+@lru_cache(maxsize=8)
+def trusted_networks(entries: tuple[str, ...]) -> tuple[IPNetwork, ...]:
+    """Parse TRUSTED_PROXIES entries: addresses (10.0.0.5) or networks (10.0.0.0/24)."""
+    networks = []
+    for entry in entries:
+        try:
+            networks.append(ipaddress.ip_network(entry, strict=False))
+        except ValueError:
+            raise ImproperlyConfigured(
+                "TRUSTED_PROXIES must list IP addresses or networks such as "
+                f"172.28.0.0/16, got {entry!r}"
+            ) from None
+    return tuple(networks)
+
+
 def is_trusted_proxy(address: str | None) -> bool:
-    return address is not None and address in settings.TRUSTED_PROXIES
+    ip = _valid_ip(address)
+    if ip is None:
+        return False
+    networks = trusted_networks(tuple(settings.TRUSTED_PROXIES))
+    return any(ipaddress.ip_address(ip) in network for network in networks)
 
 
 def client_address(scope: dict[str, Any]) -> str | None:

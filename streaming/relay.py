@@ -71,4 +71,5 @@ class Relay:
             logger.debug("relay %s: dropped repeated seq %d", self.channel_name, seq)
             return
         self.last_seq = seq
-        await self.fanout.broadcast(str(event["word"]), seq, int(event["ts"]))
+        frame = {"word": str(event["word"]), "seq": seq, "ts": int(event["ts"])}
+        self.fanout.broadcast(frame)

@@ -14,6 +14,7 @@ from channels.layers import get_channel_layer
 from django.conf import settings
 from django.db import DatabaseError
 
+from .closecodes import CloseCode
 from .fanout import Fanout
 from .leadership import new_process_id
 from .presence import REPORT_INTERVAL, Presence
@@ -102,10 +103,28 @@ class Services:
             return
         logger.warning("marked %d connections of %s lost", rows, ", ".join(processes))
 
+    async def close_clients(self, code: int) -> None:
+        """Close every WebSocket client with code and end every event stream.
+
+        The server calls this on shutdown before it closes connections itself,
+        so that clients get 1001 (going away) instead of the server's default.
+        """
+        if not self.started:
+            return
+        consumers = list(self.fanout)
+        for consumer in consumers:
+            consumer.close_soon(code)
+        self.presence.end_streams()
+        if consumers:
+            logger.info(
+                "closing %d WebSocket clients with code %d", len(consumers), code
+            )
+
     async def stop(self) -> None:
         """Cancel the background tasks, then write what is left to record."""
         if not self.started:
             return
+        await self.close_clients(CloseCode.GOING_AWAY)
         self.started = False
         for task in list(self._tasks):
             task.cancel()

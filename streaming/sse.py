@@ -25,14 +25,15 @@ HEARTBEAT = b": heartbeat\n\n"
 
 
 async def connection_count_events(presence: Presence) -> AsyncIterator[bytes]:
-    """Yield the current count at once, then each new count, until cancelled.
+    """Yield the current count at once, then each new count, until cancelled
+    or the server shuts down.
 
     Django cancels a streaming response when its client disconnects, so the
     subscription is released in the context manager's exit.
     """
     async with presence.watch() as changed:
         sent = None
-        while True:
+        while not presence.streams_ended:
             changed.clear()
             if presence.total != sent:
                 sent = presence.total

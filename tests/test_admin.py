@@ -88,7 +88,9 @@ def test_rows_cannot_be_added(admin_client):
 async def test_overview_after_real_connections(services):
     def open_client():
         client = WebsocketCommunicator(
-            application, "/ws", headers=[(b"origin", b"http://localhost")]
+            application,
+            "/ws",
+            headers=[(b"host", b"localhost"), (b"origin", b"http://localhost")],
         )
         client.scope["client"] = ["127.0.0.1", 40000]
         return client

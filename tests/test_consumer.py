@@ -15,7 +15,7 @@ TIMEOUT = 3
 
 
 def communicator(origin: bytes | None = b"http://127.0.0.1:8000", headers=()):
-    all_headers = [*headers]
+    all_headers = [(b"host", b"127.0.0.1:8000"), *headers]
     if origin is not None:
         all_headers.append((b"origin", origin))
     client = WebsocketCommunicator(application, "/ws", headers=all_headers)
@@ -82,7 +82,7 @@ async def test_disconnect_leaves_fanout_and_presence(services):
 
 
 async def test_foreign_origin_is_rejected_and_logged(services, caplog):
-    caplog.set_level(logging.WARNING, logger="streaming.origin")
+    caplog.set_level(logging.WARNING, logger="streaming.handshake")
     client = communicator(origin=b"https://evil.example")
     connected, _ = await client.connect(timeout=TIMEOUT)
     assert not connected

@@ -14,15 +14,15 @@ django_application = get_asgi_application()
 
 from channels.routing import ProtocolTypeRouter, URLRouter  # noqa: E402
 
+from streaming.handshake import HandshakeValidator  # noqa: E402
 from streaming.lifespan import ServicesLifespan  # noqa: E402
-from streaming.origin import OriginValidator  # noqa: E402
 from streaming.routing import websocket_urlpatterns  # noqa: E402
 
 application = ServicesLifespan(
     ProtocolTypeRouter(
         {
             "http": django_application,
-            "websocket": OriginValidator(URLRouter(websocket_urlpatterns)),
+            "websocket": HandshakeValidator(URLRouter(websocket_urlpatterns)),
         }
     )
 )

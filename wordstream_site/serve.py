@@ -7,8 +7,12 @@ same options. Environment: HOST (127.0.0.1), PORT (8000), WEB_CONCURRENCY
 """
 
 import logging
+import multiprocessing
 import os
+import signal
 import sys
+import time
+from typing import Any
 
 import uvicorn
 from django.core.exceptions import ImproperlyConfigured
@@ -20,7 +24,30 @@ logger = logging.getLogger(__name__)
 BACKLOG = 4096
 
 
-def server_options() -> dict[str, object]:
+def check_production_settings() -> None:
+    """Raise ImproperlyConfigured for settings that must not reach production.
+
+    DJANGO_DEVELOPMENT=1 declares a development run, which allows both.
+    """
+    from django.conf import settings
+
+    from .settings import DEVELOPMENT_SECRET_KEY, env_bool
+
+    if env_bool("DJANGO_DEVELOPMENT", False):
+        return
+    if settings.DEBUG:
+        raise ImproperlyConfigured(
+            "DEBUG is on: set DJANGO_DEBUG=0, or DJANGO_DEVELOPMENT=1 for a "
+            "development run"
+        )
+    if settings.SECRET_KEY == DEVELOPMENT_SECRET_KEY:
+        raise ImproperlyConfigured(
+            "DJANGO_SECRET_KEY is the public development key: set a secret "
+            "one, or DJANGO_DEVELOPMENT=1 for a development run"
+        )
+
+
+def server_options() -> dict[str, Any]:
     """Return uvicorn's options, read from the environment and the settings."""
     from django.conf import settings
 
@@ -40,13 +67,92 @@ def server_options() -> dict[str, object]:
         # A word frame is about 60 bytes: compression saves nothing and costs
         # about three times the memory per connection.
         "ws_per_message_deflate": False,
+        "ws_max_size": settings.WS_MAX_MESSAGE_SIZE,
+        "ws_ping_interval": settings.WS_PING_INTERVAL,
+        "ws_ping_timeout": settings.WS_PING_TIMEOUT,
         "lifespan": "on",
         "backlog": BACKLOG,
         "access_log": False,
-        "proxy_headers": True,
-        "forwarded_allow_ips": ",".join(settings.TRUSTED_PROXIES),
+        # streaming.proxy reads X-Forwarded-For itself. uvicorn's rewrite of
+        # the client address would hide the proxy's own address, which
+        # X-Wordstream-Via is checked against.
+        "proxy_headers": False,
         "timeout_graceful_shutdown": 10,
     }
+
+
+class Server(uvicorn.Server):
+    """uvicorn's server, closing WebSocket clients with 1001 on shutdown.
+
+    uvicorn would close them with 1012 (service restart) and wait for the
+    event streams, which never end by themselves.
+    """
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        from streaming.closecodes import CloseCode
+        from streaming.services import services
+
+        await services.close_clients(CloseCode.GOING_AWAY)
+        await super().shutdown(sockets)
+
+
+def run(options: dict[str, Any]) -> None:
+    config = uvicorn.Config("wordstream_site.asgi:application", **options)
+    if config.workers > 1:
+        Supervisor(config).run()
+    else:
+        Server(config).run()
+
+
+class Supervisor:
+    """Runs config.workers server processes on one listening socket.
+
+    uvicorn's own supervisor always runs its stock server class, so this one
+    forks the processes itself: each runs Server on the socket bound here,
+    a process that dies is started again, and SIGINT or SIGTERM is passed on
+    to every process.
+    """
+
+    def __init__(self, config: uvicorn.Config) -> None:
+        self.config = config
+        self.socket = config.bind_socket()
+        self.context = multiprocessing.get_context("fork")
+        self.processes: list[multiprocessing.process.BaseProcess] = []
+        self.stopping = False
+
+    def run(self) -> None:
+        for signum in (signal.SIGINT, signal.SIGTERM):
+            signal.signal(signum, self._forward)
+        self.processes = [self._start_process() for _ in range(self.config.workers)]
+        logger.info("started %d server processes", len(self.processes))
+        while not self.stopping:
+            self._restart_dead()
+            time.sleep(0.5)
+        for process in self.processes:
+            process.join()
+        logger.info("server processes stopped")
+
+    def _start_process(self) -> multiprocessing.process.BaseProcess:
+        server = Server(self.config)
+        process = self.context.Process(target=server.run, args=([self.socket],))
+        process.start()
+        return process
+
+    def _restart_dead(self) -> None:
+        for index, process in enumerate(self.processes):
+            if not process.is_alive() and not self.stopping:
+                logger.error(
+                    "server process %s exited with %s; starting another",
+                    process.pid,
+                    process.exitcode,
+                )
+                self.processes[index] = self._start_process()
+
+    def _forward(self, signum: int, frame: Any) -> None:
+        self.stopping = True
+        for process in self.processes:
+            if process.pid is not None and process.is_alive():
+                os.kill(process.pid, signum)
 
 
 def main() -> None:
@@ -55,11 +161,12 @@ def main() -> None:
 
     django.setup()
     try:
+        check_production_settings()
         options = server_options()
     except (ImproperlyConfigured, ValueError) as exc:
         sys.exit(f"cannot start the server: {exc}")
     logger.info("starting uvicorn on %s:%s", options["host"], options["port"])
-    uvicorn.run("wordstream_site.asgi:application", **options)
+    run(options)
 
 
 if __name__ == "__main__":

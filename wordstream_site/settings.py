@@ -57,6 +57,22 @@ DEBUG = env_bool("DJANGO_DEBUG", True)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
 CSRF_TRUSTED_ORIGINS = env_list("DJANGO_CSRF_TRUSTED_ORIGINS", "")
 
+# DJANGO_HTTPS=1 declares that clients reach the site over HTTPS, usually
+# through a proxy that terminates TLS and sets X-Forwarded-Proto. Cookies are
+# then sent over HTTPS only, and plain HTTP requests are redirected.
+HTTPS = env_bool("DJANGO_HTTPS", False)
+if HTTPS:
+    SECURE_PROXY_SSL_HEADER = ("HTTP_X_FORWARDED_PROTO", "https")
+    SECURE_SSL_REDIRECT = True
+    # Health checks and metrics scrapes come over plain HTTP from inside.
+    SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
+    SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "3600"))
+    # Both bind every subdomain, or future visitors, to HTTPS: opt-in only.
+    SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", False)
+    SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
+    SESSION_COOKIE_SECURE = True
+    CSRF_COOKIE_SECURE = True
+
 INSTALLED_APPS = [
     # The first app to define a command wins: streaming's runserver extends
     # daphne's, which replaces Django's with an ASGI server.
@@ -142,6 +158,24 @@ TRUSTED_PROXIES = env_list("TRUSTED_PROXIES", "127.0.0.1,::1")
 # Browsers always send Origin; other clients may be allowed to omit it.
 WS_ALLOW_MISSING_ORIGIN = env_bool("WS_ALLOW_MISSING_ORIGIN", False)
 
+# Seconds between keepalive pings to each WebSocket client, and to wait for
+# its pong: a client that vanished without closing its TCP connection is
+# found within their sum. Used by `wordstream_site.serve` (uvicorn).
+WS_PING_INTERVAL = env_seconds("WS_PING_INTERVAL", 20.0)
+WS_PING_TIMEOUT = env_seconds("WS_PING_TIMEOUT", 20.0)
+# Frames a client may fall behind before it is closed with 1013.
+WS_MAX_BACKLOG = int(os.environ.get("WS_MAX_BACKLOG", "30"))
+# Messages a client may send in one second before it is closed with 1008:
+# the stream is one-way, so a client has no reason to send many.
+WS_MAX_CLIENT_MESSAGES_PER_SECOND = int(
+    os.environ.get("WS_MAX_CLIENT_MESSAGES_PER_SECOND", "20")
+)
+# Bytes of the largest message a client may send; daphne closes the
+# connection with 1009 past it (uvicorn's limit is set in serve.py).
+WS_MAX_MESSAGE_SIZE = 4096
+DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = WS_MAX_MESSAGE_SIZE
+DAPHNE_WEBSOCKET_MAX_FRAME_SIZE = WS_MAX_MESSAGE_SIZE
+
 LOGGING = {
     "version": 1,
     "disable_existing_loggers": False,
@@ -154,6 +188,7 @@ LOGGING = {
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
         "streaming": {"level": os.environ.get("LOG_LEVEL", "INFO")},
+        "wordstream_site": {"level": os.environ.get("LOG_LEVEL", "INFO")},
         "django": {"level": "INFO"},
     },
 }

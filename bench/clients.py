@@ -1,0 +1,133 @@
+"""Runs the Node load generator (bench/loadgen/loadgen.mjs) and reads its
+events, one JSON object per line of its output."""
+
+import json
+import os
+import shutil
+import subprocess
+import threading
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from queue import Empty, Queue
+from typing import Any
+
+LOADGEN_DIR = Path(__file__).resolve().parent / "loadgen"
+LOADGEN = LOADGEN_DIR / "loadgen.mjs"
+
+
+class LoadgenError(RuntimeError):
+    pass
+
+
+@dataclass
+class LoadSpec:
+    """What one load generator run opens and measures."""
+
+    ws_url: str
+    clients: int
+    sse_clients: int
+    deflate: bool
+    ticks: int
+    interval: float
+    settle: float = 2.0
+    max_pending: int = 1000
+
+    def args(self) -> list[str]:
+        node = shutil.which("node")
+        if node is None:
+            raise LoadgenError(
+                "node is not installed: the load generator needs Node 20"
+            )
+        args = [
+            node,
+            str(LOADGEN),
+            "--url",
+            self.ws_url,
+            "--clients",
+            str(self.clients),
+            "--sse-clients",
+            str(self.sse_clients),
+            "--ticks",
+            str(self.ticks),
+            "--interval",
+            str(self.interval),
+            "--settle",
+            str(self.settle),
+            "--max-pending",
+            str(self.max_pending),
+        ]
+        if self.deflate:
+            args.append("--deflate")
+        return args
+
+    def time_limit(self) -> float:
+        """Seconds after which a run that has not finished is stopped."""
+        return 300.0 + (self.ticks + 10) * self.interval
+
+
+def ensure_installed() -> None:
+    """Raise LoadgenError unless `npm ci` has installed the ws package."""
+    if not (LOADGEN_DIR / "node_modules" / "ws").is_dir():
+        raise LoadgenError(
+            f"the load generator's packages are missing: run `npm ci` in {LOADGEN_DIR}"
+        )
+
+
+def run_loadgen(
+    spec: LoadSpec, on_event: Callable[[dict[str, Any]], None]
+) -> dict[str, Any]:
+    """Run the load generator, call on_event for each event, return the result.
+
+    on_event runs in this thread while the load generator goes on, so the
+    window markers can be acted on when they arrive.
+    """
+    ensure_installed()
+    process = subprocess.Popen(
+        spec.args(),
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "NODE_ENV": "production"},
+    )
+    assert process.stdout is not None and process.stderr is not None
+    lines: Queue[str | None] = Queue()
+    reader = threading.Thread(
+        target=_read_lines, args=(process.stdout, lines), daemon=True
+    )
+    reader.start()
+    result = None
+    try:
+        for line in _lines_until(lines, spec.time_limit()):
+            event = json.loads(line)
+            if event["event"] == "result":
+                result = event
+            on_event(event)
+        process.wait(timeout=30)
+    finally:
+        if process.poll() is None:
+            process.kill()
+            process.wait()
+    errors = process.stderr.read()
+    if result is None:
+        raise LoadgenError(
+            f"the load generator exited with {process.returncode} and no result: "
+            f"{errors.strip()}"
+        )
+    return result
+
+
+def _read_lines(stream: Any, lines: "Queue[str | None]") -> None:
+    for line in stream:
+        lines.put(line)
+    lines.put(None)
+
+
+def _lines_until(lines: "Queue[str | None]", seconds: float) -> Iterator[str]:
+    try:
+        while (line := lines.get(timeout=seconds)) is not None:
+            yield line
+    except Empty:
+        raise LoadgenError(
+            f"the load generator wrote nothing for {seconds:.0f} s"
+        ) from None

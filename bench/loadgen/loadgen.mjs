@@ -1,0 +1,489 @@
+// @ts-check
+/**
+ * Load generator of wordstream's benchmark.
+ *
+ * Opens SSE clients (if any) and then WebSocket clients against one server,
+ * measures how long connecting all of them takes, waits for the connections to
+ * settle, and then measures a window of whole ticks: tick-to-receive latency
+ * (receive time minus the frame's `ts`), frames that did not arrive, and this
+ * process's own CPU time.
+ *
+ * It writes one JSON object per line to stdout, each with an `event` key:
+ *   progress      during the connect phase, about once a second
+ *   connected     after the connect phase
+ *   window_start  half an interval after the tick before the window
+ *   window_end    half an interval after the window's last tick
+ *   result        the measurements; the process exits after it
+ * Because the window markers fall between two ticks, whatever a caller samples
+ * at window_start and window_end covers exactly `ticks` ticks.
+ */
+import http from 'node:http';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { parseArgs } from 'node:util';
+import WebSocket from 'ws';
+
+const { values: args } = parseArgs({
+  options: {
+    // The server's WebSocket URL, e.g. ws://127.0.0.1:8000/ws.
+    url: { type: 'string' },
+    // WebSocket clients to open.
+    clients: { type: 'string', default: '100' },
+    // SSE clients to open before the WebSocket clients.
+    'sse-clients': { type: 'string', default: '0' },
+    'sse-path': { type: 'string', default: '/api/connections' },
+    // Origin header of every request, as a browser on the server's page sends it.
+    origin: { type: 'string' },
+    // Offer permessage-deflate in the handshake, as browsers do.
+    deflate: { type: 'boolean', default: false },
+    // Ticks in the measured window.
+    ticks: { type: 'string', default: '15' },
+    // Seconds between two ticks: the server's WORD_INTERVAL.
+    interval: { type: 'string', default: '1.0' },
+    // Seconds to wait after the connect phase before the window opens.
+    settle: { type: 'string', default: '2' },
+    // Handshakes in flight at once during the connect phase.
+    'max-pending': { type: 'string', default: '1000' },
+    // Attempts per client before it counts as failed.
+    attempts: { type: 'string', default: '3' },
+    // Seconds the whole connect phase may take.
+    'connect-timeout': { type: 'string', default: '120' },
+  },
+});
+
+if (!args.url) {
+  process.stderr.write('loadgen: --url is required, e.g. --url ws://127.0.0.1:8000/ws\n');
+  process.exit(2);
+}
+const serverUrl = new URL(args.url);
+const config = {
+  url: args.url,
+  clients: positiveInteger('clients', args.clients, true),
+  sseClients: positiveInteger('sse-clients', args['sse-clients'], false),
+  ssePath: args['sse-path'],
+  origin: args.origin ?? `http://${serverUrl.host}`,
+  deflate: Boolean(args.deflate),
+  ticks: positiveInteger('ticks', args.ticks, true),
+  intervalMs: positiveNumber('interval', args.interval) * 1000,
+  settleMs: positiveNumber('settle', args.settle) * 1000,
+  maxPending: positiveInteger('max-pending', args['max-pending'], true),
+  attempts: positiveInteger('attempts', args.attempts, true),
+  connectTimeoutMs: positiveNumber('connect-timeout', args['connect-timeout']) * 1000,
+};
+// Milliseconds to wait for late frames of the window's last tick.
+const DRAIN_MS = Math.max(5000, 3 * config.intervalMs);
+// Milliseconds to wait before a failed connection attempt is repeated.
+const RETRY_DELAY_MS = 200;
+// The whole run stops by itself after this many milliseconds.
+const RUN_LIMIT_MS =
+  2 * config.connectTimeoutMs +
+  config.settleMs +
+  (config.ticks + 3) * config.intervalMs +
+  DRAIN_MS +
+  30000;
+
+/** @param {string} name @param {string | undefined} text @param {boolean} nonZero */
+function positiveInteger(name, text, nonZero) {
+  const value = Number(text);
+  if (!Number.isInteger(value) || value < (nonZero ? 1 : 0)) {
+    process.stderr.write(`loadgen: --${name} must be an integer >= ${nonZero ? 1 : 0}, got ${text}\n`);
+    process.exit(2);
+  }
+  return value;
+}
+
+/** @param {string} name @param {string | undefined} text */
+function positiveNumber(name, text) {
+  const value = Number(text);
+  if (!(value > 0)) {
+    process.stderr.write(`loadgen: --${name} must be a number > 0, got ${text}\n`);
+    process.exit(2);
+  }
+  return value;
+}
+
+/** @param {Record<string, unknown>} message */
+function emit(message) {
+  process.stdout.write(JSON.stringify(message) + '\n');
+}
+
+/** Wall-clock time in milliseconds, with a fraction, comparable to a frame's ts. */
+function wallClockMs() {
+  return performance.timeOrigin + performance.now();
+}
+
+/** @param {number} ms */
+function sleep(ms) {
+  return new Promise((resolve) => setTimeout(resolve, ms));
+}
+
+/** CPU seconds this process has used, user and system, all threads. */
+function cpuSeconds() {
+  const usage = process.cpuUsage();
+  return (usage.user + usage.system) / 1e6;
+}
+
+/** Per-client counters, indexed by client number. */
+const lastSeq = new Float64Array(config.clients);
+const windowFrames = new Int32Array(config.clients);
+/** @type {(WebSocket | undefined)[]} */
+const sockets = new Array(config.clients);
+/** @type {http.ClientRequest[]} */
+const sseRequests = [];
+/** @type {Map<string, number>} */
+const errorCounts = new Map();
+/** WebSocket clients open now. */
+let openCount = 0;
+
+const counters = {
+  seqGaps: 0,
+  outOfOrder: 0,
+  disconnects: 0,
+  sseEvents: 0,
+  sseFailed: 0,
+  framesTotal: 0,
+  shuttingDown: false,
+};
+
+/** The measured window: the ticks firstSeq..lastSeq, once a frame arms it. */
+const measured = {
+  armed: false,
+  firstSeq: 0,
+  lastSeq: 0,
+  latencies: new Float64Array(config.clients * config.ticks),
+  samples: 0,
+  // Clients that have received the window's last tick.
+  complete: 0,
+  endScheduled: false,
+  /** @type {(() => void) | null} */
+  onStart: null,
+  /** @type {(() => void) | null} */
+  onLastTick: null,
+  /** @type {(() => void) | null} */
+  onAllComplete: null,
+};
+
+/** @param {string} key */
+function countError(key) {
+  errorCounts.set(key, (errorCounts.get(key) ?? 0) + 1);
+}
+
+/** @param {number} index @param {WebSocket.RawData} data */
+function onFrame(index, data) {
+  const receivedAt = wallClockMs();
+  const frame = JSON.parse(data.toString());
+  const seq = Number(frame.seq);
+  counters.framesTotal += 1;
+  const previous = lastSeq[index];
+  if (previous !== 0) {
+    if (seq > previous + 1) counters.seqGaps += seq - previous - 1;
+    else if (seq <= previous) counters.outOfOrder += 1;
+  }
+  lastSeq[index] = seq;
+
+  if (measured.armed && measured.firstSeq === 0) {
+    measured.firstSeq = seq + 1;
+    measured.lastSeq = seq + config.ticks;
+    measured.onStart?.();
+  }
+  if (measured.firstSeq === 0 || seq < measured.firstSeq || seq > measured.lastSeq) return;
+  if (measured.samples < measured.latencies.length) {
+    measured.latencies[measured.samples++] = receivedAt - Number(frame.ts);
+  }
+  windowFrames[index] += 1;
+  if (seq === measured.lastSeq) {
+    measured.onLastTick?.();
+    measured.complete += 1;
+    if (measured.complete === openCount) measured.onAllComplete?.();
+  }
+}
+
+/**
+ * Open every WebSocket client, at most maxPending handshakes at a time.
+ * Resolves with the connect phase's figures once each client is open or has
+ * failed `attempts` times, or when the connect timeout passes.
+ */
+function openWebSockets() {
+  return new Promise((resolve) => {
+    const started = performance.now();
+    const cpuStarted = cpuSeconds();
+    let next = 0;
+    let pending = 0;
+    let opened = 0;
+    let failed = 0;
+    let finished = false;
+
+    const progress = setInterval(() => {
+      emit({ event: 'progress', opened, pending, failed, clients: config.clients });
+    }, 1000);
+    const timeout = setTimeout(() => finish(true), config.connectTimeoutMs);
+
+    /** @param {boolean} timedOut */
+    function finish(timedOut) {
+      if (finished) return;
+      finished = true;
+      clearInterval(progress);
+      clearTimeout(timeout);
+      const seconds = (performance.now() - started) / 1000;
+      resolve({
+        connect_s: seconds,
+        connect_rate: opened / seconds,
+        connected: opened,
+        connect_failed: config.clients - opened,
+        connect_timed_out: timedOut,
+        loadgen_cpu_connect: (cpuSeconds() - cpuStarted) / seconds,
+      });
+    }
+
+    function launch() {
+      while (!finished && pending < config.maxPending && next < config.clients) {
+        connect(next++, 1);
+      }
+    }
+
+    /** @param {number} index @param {number} attempt */
+    function connect(index, attempt) {
+      pending += 1;
+      let isOpen = false;
+      const socket = new WebSocket(config.url, {
+        perMessageDeflate: config.deflate,
+        headers: { Origin: config.origin },
+        handshakeTimeout: 30000,
+      });
+      socket.on('open', () => {
+        isOpen = true;
+        pending -= 1;
+        opened += 1;
+        openCount += 1;
+        sockets[index] = socket;
+        if (opened + failed === config.clients) finish(false);
+        else launch();
+      });
+      socket.on('message', (data) => onFrame(index, data));
+      socket.on('error', (error) => {
+        countError(/** @type {NodeJS.ErrnoException} */ (error).code ?? error.message);
+      });
+      socket.on('close', () => {
+        if (isOpen) {
+          openCount -= 1;
+          if (!counters.shuttingDown) counters.disconnects += 1;
+          return;
+        }
+        pending -= 1;
+        if (finished) return;
+        if (attempt < config.attempts) {
+          pending += 1;
+          setTimeout(() => {
+            pending -= 1;
+            connect(index, attempt + 1);
+          }, RETRY_DELAY_MS);
+          return;
+        }
+        failed += 1;
+        if (opened + failed === config.clients) finish(false);
+        else launch();
+      });
+    }
+
+    launch();
+  });
+}
+
+/**
+ * Open the SSE clients, at most maxPending at a time, and resolve once each
+ * has received its first event or failed.
+ */
+function openEventStreams() {
+  return new Promise((resolve) => {
+    if (config.sseClients === 0) {
+      resolve(undefined);
+      return;
+    }
+    const url = new URL(config.ssePath, `http://${serverUrl.host}`);
+    let next = 0;
+    let pending = 0;
+    let settled = 0;
+
+    function launch() {
+      while (pending < config.maxPending && next < config.sseClients) {
+        next += 1;
+        open();
+      }
+    }
+
+    function settleOne() {
+      pending -= 1;
+      settled += 1;
+      if (settled === config.sseClients) resolve(undefined);
+      else launch();
+    }
+
+    function open() {
+      pending += 1;
+      let first = true;
+      const request = http.get(
+        url,
+        { agent: false, headers: { Accept: 'text/event-stream', Origin: config.origin } },
+        (response) => {
+          if (response.statusCode !== 200) {
+            countError(`sse status ${response.statusCode}`);
+            counters.sseFailed += 1;
+            response.resume();
+            settleOne();
+            return;
+          }
+          response.setEncoding('utf8');
+          response.on('data', (/** @type {string} */ chunk) => {
+            const events = chunk.split('data:').length - 1;
+            counters.sseEvents += events;
+            if (first && events > 0) {
+              first = false;
+              settleOne();
+            }
+          });
+        },
+      );
+      request.on('error', (error) => {
+        if (counters.shuttingDown) return;
+        countError(`sse ${/** @type {NodeJS.ErrnoException} */ (error).code ?? error.message}`);
+        if (first) {
+          first = false;
+          counters.sseFailed += 1;
+          settleOne();
+        }
+      });
+      sseRequests.push(request);
+    }
+
+    launch();
+  });
+}
+
+/**
+ * Measure the window of `ticks` ticks and resolve with its figures once every
+ * open client has received the last tick or DRAIN_MS has passed.
+ */
+function measureWindow() {
+  return new Promise((resolve) => {
+    const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+    const marks = { startCpu: 0, startMs: 0, endCpu: 0, endMs: 0 };
+    let resolved = false;
+
+    measured.onStart = () => {
+      setTimeout(() => {
+        marks.startCpu = cpuSeconds();
+        marks.startMs = performance.now();
+        loopDelay.enable();
+        emit({ event: 'window_start', first_seq: measured.firstSeq });
+      }, config.intervalMs / 2);
+    };
+    measured.onLastTick = () => {
+      if (measured.endScheduled) return;
+      measured.endScheduled = true;
+      setTimeout(() => {
+        marks.endCpu = cpuSeconds();
+        marks.endMs = performance.now();
+        loopDelay.disable();
+        emit({ event: 'window_end', last_seq: measured.lastSeq });
+        finishAfter(DRAIN_MS);
+        if (measured.complete >= openCount) finish();
+      }, config.intervalMs / 2);
+    };
+    measured.onAllComplete = () => {
+      if (marks.endMs !== 0) finish();
+    };
+    measured.armed = true;
+
+    /** @param {number} ms */
+    function finishAfter(ms) {
+      setTimeout(finish, ms);
+    }
+
+    function finish() {
+      if (resolved) return;
+      resolved = true;
+      const seconds = (marks.endMs - marks.startMs) / 1000;
+      resolve({
+        first_seq: measured.firstSeq,
+        last_seq: measured.lastSeq,
+        window_s: seconds,
+        loadgen_cpu: (marks.endCpu - marks.startCpu) / seconds,
+        loadgen_loop_delay_p99_ms: loopDelay.percentile(99) / 1e6,
+        loadgen_loop_delay_max_ms: loopDelay.max / 1e6,
+      });
+    }
+  });
+}
+
+/** Summarize the window's latencies and lost frames. */
+function windowFigures() {
+  const latencies = measured.latencies.subarray(0, measured.samples).sort();
+  const at = (/** @type {number} */ q) =>
+    latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] : null;
+  let lost = 0;
+  let clientsWithLoss = 0;
+  for (let index = 0; index < config.clients; index += 1) {
+    if (sockets[index] === undefined) continue;
+    const missing = config.ticks - windowFrames[index];
+    if (missing > 0) {
+      lost += missing;
+      clientsWithLoss += 1;
+    }
+  }
+  return {
+    frames: measured.samples,
+    p50_ms: at(0.5),
+    p99_ms: at(0.99),
+    max_ms: latencies.length ? latencies[latencies.length - 1] : null,
+    min_ms: latencies.length ? latencies[0] : null,
+    lost,
+    clients_with_loss: clientsWithLoss,
+  };
+}
+
+function shutDown() {
+  counters.shuttingDown = true;
+  for (const socket of sockets) socket?.terminate();
+  for (const request of sseRequests) request.destroy();
+}
+
+async function main() {
+  const limit = setTimeout(() => {
+    process.stderr.write(`loadgen: run limit of ${RUN_LIMIT_MS} ms reached; stopping\n`);
+    shutDown();
+    process.exit(3);
+  }, RUN_LIMIT_MS);
+
+  await openEventStreams();
+  const connectFigures = await openWebSockets();
+  emit({ event: 'connected', ...connectFigures });
+  await sleep(config.settleMs);
+  const windowTimes = await measureWindow();
+  const figures = windowFigures();
+  emit({
+    event: 'result',
+    clients: config.clients,
+    sse_clients: config.sseClients,
+    deflate: config.deflate,
+    ticks: config.ticks,
+    ...connectFigures,
+    ...windowTimes,
+    ...figures,
+    seq_gaps: counters.seqGaps,
+    out_of_order: counters.outOfOrder,
+    disconnects: counters.disconnects,
+    frames_total: counters.framesTotal,
+    sse_events: counters.sseEvents,
+    sse_failed: counters.sseFailed,
+    errors: Object.fromEntries(errorCounts),
+    loadgen_rss_mb: process.memoryUsage().rss / 2 ** 20,
+  });
+  clearTimeout(limit);
+  shutDown();
+  process.exit(0);
+}
+
+main().catch((error) => {
+  process.stderr.write(`loadgen: ${error?.stack ?? error}\n`);
+  shutDown();
+  process.exit(1);
+});
