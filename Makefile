@@ -59,3 +59,28 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 
 clean:
 	rm -rf .venv .venv312 .pytest_cache .ruff_cache staticfiles
+
+# The benchmark of docs/benchmarks.md, about 25 minutes on 2 cores.
+# `make bench SIZES=1000` measures only the sizes given.
+SIZES ?= 1000 5000 10000
+BENCH_ARGS ?=
+# npm ci writes this file, so it is newer than the lock file after an install.
+BENCH_NODE_MODULES := bench/loadgen/node_modules/.package-lock.json
+
+.PHONY: bench
+
+# 10,000 clients need 10,000 open files in the server and in the load
+# generator; bench/run.py warns when the limit stays lower.
+bench: $(VENV)/.bench $(BENCH_NODE_MODULES)
+	@command -v redis-server >/dev/null || { \
+		echo "redis-server is missing: install it with 'apt-get install redis-server'"; \
+		exit 1; }
+	ulimit -n 20000 2>/dev/null; $(BIN)/python -m bench.run --sizes "$(SIZES)" \
+		--docs docs/benchmarks.md $(BENCH_ARGS)
+
+$(VENV)/.bench: $(VENV)/.runtime bench/requirements.txt
+	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
+	touch $@
+
+$(BENCH_NODE_MODULES): bench/loadgen/package-lock.json
+	cd bench/loadgen && npm ci --no-audit --no-fund

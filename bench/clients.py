@@ -56,6 +56,7 @@ class LoadSpec:
             str(self.settle),
             "--max-pending",
             str(self.max_pending),
+            "--wait-ack",
         ]
         if self.deflate:
             args.append("--deflate")
@@ -79,18 +80,20 @@ def run_loadgen(
 ) -> dict[str, Any]:
     """Run the load generator, call on_event for each event, return the result.
 
-    on_event runs in this thread while the load generator goes on, so the
-    window markers can be acted on when they arrive.
+    on_event runs in this thread while the load generator goes on. The load
+    generator keeps its clients open after window_end until on_event has
+    returned for it.
     """
     ensure_installed()
     process = subprocess.Popen(
         spec.args(),
+        stdin=subprocess.PIPE,
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, "NODE_ENV": "production"},
     )
-    assert process.stdout is not None and process.stderr is not None
+    assert process.stdin and process.stdout and process.stderr
     lines: Queue[str | None] = Queue()
     reader = threading.Thread(
         target=_read_lines, args=(process.stdout, lines), daemon=True
@@ -103,6 +106,9 @@ def run_loadgen(
             if event["event"] == "result":
                 result = event
             on_event(event)
+            if event["event"] == "window_end":
+                process.stdin.write("sampled\n")
+                process.stdin.flush()
         process.wait(timeout=30)
     finally:
         if process.poll() is None:

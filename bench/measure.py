@@ -8,14 +8,18 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import redis
+
 from bench.clients import LoadSpec, run_loadgen
 from bench.probes import (
     ProcessMetrics,
     TreeSample,
+    machine_busy_seconds,
     read_reference_stats,
     redis_command_calls,
     sample_tree,
     scrape_processes,
+    wait_for_quiet_machine,
 )
 from bench.servers import Config, Process, RedisServer, ServerUnderTest
 
@@ -25,6 +29,11 @@ WARMUP_CLIENTS = 20
 WARMUP_SSE_CLIENTS = 2
 # Seconds to wait after the warm-up clients close before the idle RSS is read.
 IDLE_PAUSE = 2.0
+# Other work on the machine distorts the figures: before the clients open, the
+# run waits up to QUIET_TIMEOUT seconds for the whole machine to use at most
+# QUIET_CORES, the idle server included.
+QUIET_CORES = 0.3
+QUIET_TIMEOUT = 180.0
 
 
 @dataclass
@@ -45,6 +54,7 @@ class Sample:
 
     wall: float
     server: TreeSample
+    machine_busy: float
     redis: TreeSample | None = None
     redis_calls: dict[str, int] = field(default_factory=dict)
     metrics: dict[tuple[float, float], ProcessMetrics] = field(default_factory=dict)
@@ -60,6 +70,7 @@ class Measurement:
         self.database = database
         self.redis: RedisServer | None = None
         self.server: ServerUnderTest | None = None
+        self.redis_client: redis.Redis | None = None
         self.samples: dict[str, Sample] = {}
 
     def run(self, progress: Callable[[str], None]) -> dict[str, Any]:
@@ -67,6 +78,11 @@ class Measurement:
             self._start()
             assert self.server is not None
             idle = self._idle_rss()
+            busy = wait_for_quiet_machine(QUIET_CORES, QUIET_TIMEOUT)
+            if busy > QUIET_CORES:
+                progress(
+                    f"warning: the machine is busy ({busy:.2f} cores) before the run"
+                )
             spec = LoadSpec(
                 ws_url=self.server.ws_url,
                 clients=self.point.clients,
@@ -87,6 +103,8 @@ class Measurement:
             self.redis = RedisServer(self.workdir)
             self.redis.start()
             redis_url = self.redis.url
+            self.redis_client = redis.Redis.from_url(redis_url)
+            redis_command_calls(self.redis_client)
         database = self.workdir / f"{config.name}-{time.monotonic_ns()}.sqlite3"
         shutil.copyfile(self.database, database)
         self.server = ServerUnderTest(
@@ -99,6 +117,8 @@ class Measurement:
         self.server.start()
 
     def _stop(self) -> None:
+        if self.redis_client is not None:
+            self.redis_client.close()
         processes: list[Process | None] = [self.server, self.redis]
         for process in processes:
             if process is not None:
@@ -137,10 +157,14 @@ class Measurement:
 
     def _sample(self) -> Sample:
         assert self.server is not None
-        sample = Sample(wall=time.monotonic(), server=sample_tree(self.server.pid))
-        if self.redis is not None:
+        sample = Sample(
+            wall=time.monotonic(),
+            server=sample_tree(self.server.pid),
+            machine_busy=machine_busy_seconds(),
+        )
+        if self.redis is not None and self.redis_client is not None:
             sample.redis = sample_tree(self.redis.pid)
-            sample.redis_calls = redis_command_calls(self.redis.url)
+            sample.redis_calls = redis_command_calls(self.redis_client)
         if self.point.config.kind == "reference":
             sample.reference = read_reference_stats(self.server.base_url)
         else:
@@ -179,6 +203,7 @@ class Measurement:
             else None,
             "server_processes": end.server.processes,
             "server_cpu": (end.server.cpu_seconds - start.server.cpu_seconds) / seconds,
+            "machine_cpu": (end.machine_busy - start.machine_busy) / seconds,
             "redis_cpu": None,
             "redis_cmds_per_tick": None,
             "redis_cmds_by_name": None,
@@ -210,6 +235,14 @@ class Measurement:
             row.update(_reference_figures(start.reference, end.reference))
         else:
             row.update(_metrics_figures(start.metrics, end.metrics))
+        # CPU of anything else on the machine, interrupt time of the loopback
+        # traffic included: a large value means the figures were disturbed.
+        row["other_cpu"] = (
+            row["machine_cpu"]
+            - row["server_cpu"]
+            - (row["redis_cpu"] or 0.0)
+            - row["loadgen_cpu"]
+        )
         return row
 
 

@@ -4,6 +4,7 @@ counts."""
 
 import json
 import os
+import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
@@ -76,6 +77,36 @@ def sample_tree(pid: int) -> TreeSample:
     return TreeSample(cpu_ticks / CLOCK_TICKS, rss_pages * PAGE_SIZE, processes)
 
 
+def machine_busy_seconds() -> float:
+    """Return the CPU seconds all cores have spent busy since boot.
+
+    Busy is every state of /proc/stat's cpu line but idle and iowait,
+    including interrupt time, which no process's CPU time contains.
+    """
+    fields = Path("/proc/stat").read_text().splitlines()[0].split()[1:]
+    ticks = [int(value) for value in fields]
+    # user nice system idle iowait irq softirq steal; guest time is in user.
+    busy = ticks[0] + ticks[1] + ticks[2] + ticks[5] + ticks[6] + ticks[7]
+    return busy / CLOCK_TICKS
+
+
+def wait_for_quiet_machine(
+    max_busy_cores: float, timeout: float, period: float = 1.0
+) -> float:
+    """Wait until the machine is below max_busy_cores for one period.
+
+    Returns the last busy measurement, in cores, which is above the limit only
+    if timeout seconds passed first.
+    """
+    deadline = time.monotonic() + timeout
+    while True:
+        before = machine_busy_seconds()
+        time.sleep(period)
+        busy = (machine_busy_seconds() - before) / period
+        if busy <= max_busy_cores or time.monotonic() > deadline:
+            return busy
+
+
 @dataclass
 class ProcessMetrics:
     """The counters of one server process's /metrics page."""
@@ -135,13 +166,13 @@ def read_reference_stats(base_url: str) -> dict[str, float]:
         return json.loads(response.read())
 
 
-def redis_command_calls(url: str) -> dict[str, int]:
-    """Return calls per Redis command, without the INFO calls that read them."""
-    client = redis.Redis.from_url(url)
-    try:
-        stats = client.info("commandstats")
-    finally:
-        client.close()
+def redis_command_calls(client: redis.Redis) -> dict[str, int]:
+    """Return calls per Redis command, without the INFO calls that read them.
+
+    The client should stay connected between two calls: a new connection's
+    own handshake commands would be counted as the server's.
+    """
+    stats = client.info("commandstats")
     return {
         name.removeprefix("cmdstat_"): int(fields["calls"])
         for name, fields in stats.items()

@@ -1,6 +1,7 @@
 """The processes under test: redis-server, the project's servers and the
 reference, each on a free port of 127.0.0.1 and stopped by the benchmark."""
 
+import contextlib
 import os
 import shutil
 import signal
@@ -115,10 +116,8 @@ class Process:
 
 
 def _signal_pid(pid: int, signum: int) -> None:
-    try:
+    with contextlib.suppress(ProcessLookupError):
         os.kill(pid, signum)
-    except ProcessLookupError:
-        pass
 
 
 def _pid_alive(pid: int) -> bool:

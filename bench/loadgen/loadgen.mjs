@@ -47,6 +47,9 @@ const { values: args } = parseArgs({
     attempts: { type: 'string', default: '3' },
     // Seconds the whole connect phase may take.
     'connect-timeout': { type: 'string', default: '120' },
+    // After window_end, keep the clients open until a line arrives on stdin,
+    // so that the caller can sample the server with every client connected.
+    'wait-ack': { type: 'boolean', default: false },
   },
 });
 
@@ -68,9 +71,15 @@ const config = {
   maxPending: positiveInteger('max-pending', args['max-pending'], true),
   attempts: positiveInteger('attempts', args.attempts, true),
   connectTimeoutMs: positiveNumber('connect-timeout', args['connect-timeout']) * 1000,
+  waitAck: Boolean(args['wait-ack']),
 };
 // Milliseconds to wait for late frames of the window's last tick.
 const DRAIN_MS = Math.max(5000, 3 * config.intervalMs);
+// Sampling period of the event loop delay histogram, in milliseconds. Its
+// values include this period, so it is subtracted from them.
+const LOOP_DELAY_RESOLUTION_MS = 10;
+// Milliseconds to wait for the caller's line after window_end.
+const ACK_TIMEOUT_MS = 60000;
 // Milliseconds to wait before a failed connection attempt is repeated.
 const RETRY_DELAY_MS = 200;
 // The whole run stops by itself after this many milliseconds.
@@ -79,6 +88,7 @@ const RUN_LIMIT_MS =
   config.settleMs +
   (config.ticks + 3) * config.intervalMs +
   DRAIN_MS +
+  ACK_TIMEOUT_MS +
   30000;
 
 /** @param {string} name @param {string | undefined} text @param {boolean} nonZero */
@@ -364,7 +374,7 @@ function openEventStreams() {
  */
 function measureWindow() {
   return new Promise((resolve) => {
-    const loopDelay = monitorEventLoopDelay({ resolution: 10 });
+    const loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
     const marks = { startCpu: 0, startMs: 0, endCpu: 0, endMs: 0 };
     let resolved = false;
 
@@ -407,11 +417,16 @@ function measureWindow() {
         last_seq: measured.lastSeq,
         window_s: seconds,
         loadgen_cpu: (marks.endCpu - marks.startCpu) / seconds,
-        loadgen_loop_delay_p99_ms: loopDelay.percentile(99) / 1e6,
-        loadgen_loop_delay_max_ms: loopDelay.max / 1e6,
+        loadgen_loop_delay_p99_ms: loopDelayMs(loopDelay.percentile(99)),
+        loadgen_loop_delay_max_ms: loopDelayMs(loopDelay.max),
       });
     }
   });
+}
+
+/** @param {number} nanoseconds a value of the event loop delay histogram */
+function loopDelayMs(nanoseconds) {
+  return Math.max(0, nanoseconds / 1e6 - LOOP_DELAY_RESOLUTION_MS);
 }
 
 /** Summarize the window's latencies and lost frames. */
@@ -440,6 +455,21 @@ function windowFigures() {
   };
 }
 
+/** Resolve when a line arrives on stdin, or after ACK_TIMEOUT_MS. */
+function waitForAck() {
+  return new Promise((resolve) => {
+    const timer = setTimeout(() => {
+      process.stderr.write(`loadgen: no acknowledgement within ${ACK_TIMEOUT_MS} ms\n`);
+      resolve(undefined);
+    }, ACK_TIMEOUT_MS);
+    process.stdin.once('data', () => {
+      clearTimeout(timer);
+      process.stdin.pause();
+      resolve(undefined);
+    });
+  });
+}
+
 function shutDown() {
   counters.shuttingDown = true;
   for (const socket of sockets) socket?.terminate();
@@ -458,6 +488,7 @@ async function main() {
   emit({ event: 'connected', ...connectFigures });
   await sleep(config.settleMs);
   const windowTimes = await measureWindow();
+  if (config.waitAck) await waitForAck();
   const figures = windowFigures();
   emit({
     event: 'result',

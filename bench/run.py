@@ -1,0 +1,200 @@
+"""Benchmark wordstream's servers against a minimal websockets broadcaster.
+
+For each configuration, client count and deflate setting, start the server
+(and a redis-server where it needs one), open the clients with the Node load
+generator, measure a window of ticks, and stop everything again. Writes
+bench/results/latest.json, latest.md and latest.png.
+
+    python -m bench.run                      # what `make bench` runs
+    python -m bench.run --sizes 1000 --configs serve-1,reference
+"""
+
+import argparse
+import json
+import resource
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.clients import LoadgenError, ensure_installed
+from bench.measure import Measurement, Point
+from bench.report import write_report
+from bench.servers import migrated_database, parse_config
+
+RESULTS = Path(__file__).resolve().parent / "results"
+DEFAULT_CONFIGS = "serve-1,serve-2,runserver,reference"
+DEFAULT_SIZES = "1000,5000,10000"
+# File descriptors: one per client, and a server or the load generator holds up
+# to 11,000 clients.
+OPEN_FILES = 20000
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument(
+        "--configs",
+        default=DEFAULT_CONFIGS,
+        help="comma-separated: serve-N (N production server processes), "
+        f"runserver, reference (default {DEFAULT_CONFIGS})",
+    )
+    parser.add_argument(
+        "--sizes",
+        default=DEFAULT_SIZES,
+        help=f"WebSocket client counts, comma- or space-separated "
+        f"(default {DEFAULT_SIZES})",
+    )
+    parser.add_argument(
+        "--sse-clients",
+        type=int,
+        default=1000,
+        help="SSE clients of the extra run beside --sse-beside WebSocket clients, "
+        "made when that size is among the sizes; 0 skips it (default 1000)",
+    )
+    parser.add_argument(
+        "--sse-beside",
+        type=int,
+        default=5000,
+        help="WebSocket clients of the run with SSE clients (default 5000)",
+    )
+    parser.add_argument(
+        "--deflate",
+        default="off,on",
+        help="whether the clients offer permessage-deflate: off, on or off,on "
+        "(default off,on)",
+    )
+    parser.add_argument(
+        "--ticks", type=int, default=15, help="ticks measured per point (default 15)"
+    )
+    parser.add_argument(
+        "--interval",
+        type=float,
+        default=1.0,
+        help="seconds between words, the servers' WORD_INTERVAL (default 1.0)",
+    )
+    parser.add_argument(
+        "--output",
+        type=Path,
+        default=RESULTS,
+        help=f"folder for latest.json, latest.md and latest.png (default {RESULTS})",
+    )
+    parser.add_argument(
+        "--docs",
+        type=Path,
+        help="a Markdown file whose generated section is replaced with the "
+        "results, when the run covered every default configuration and size",
+    )
+    parser.add_argument("--no-plot", action="store_true", help="skip latest.png")
+    return parser.parse_args(argv)
+
+
+def split_list(text: str) -> list[str]:
+    return [item for item in text.replace(",", " ").split() if item]
+
+
+def build_points(options: argparse.Namespace) -> list[Point]:
+    configs = [parse_config(name) for name in split_list(options.configs)]
+    sizes = [int(size) for size in split_list(options.sizes)]
+    deflate_modes = []
+    for mode in split_list(options.deflate):
+        if mode not in {"off", "on"}:
+            raise ValueError(f"--deflate takes off, on or off,on, got {mode!r}")
+        deflate_modes.append(mode == "on")
+    runs = [(size, 0) for size in sizes]
+    if options.sse_clients and options.sse_beside in sizes:
+        runs.append((options.sse_beside, options.sse_clients))
+    return [
+        Point(config, clients, sse, deflate, options.ticks, options.interval)
+        for deflate in deflate_modes
+        for config in configs
+        for clients, sse in runs
+    ]
+
+
+def raise_open_file_limit() -> None:
+    """Raise the soft limit on open files, which the processes started inherit."""
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    wanted = OPEN_FILES if hard == resource.RLIM_INFINITY else min(OPEN_FILES, hard)
+    if soft < wanted:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
+    if wanted < OPEN_FILES:
+        print(
+            f"warning: the open-file limit is {wanted}, below the {OPEN_FILES} "
+            "that 10,000 clients need",
+            file=sys.stderr,
+        )
+
+
+def describe(point: Point) -> str:
+    sse = f" + {point.sse_clients} SSE" if point.sse_clients else ""
+    deflate = "on" if point.deflate else "off"
+    return f"{point.config.name} {point.clients} WS{sse}, deflate {deflate}"
+
+
+def summary(row: dict[str, Any]) -> str:
+    broadcast = row["broadcast_ms"]
+    return (
+        f"connect {row['connect_s']:.2f} s, p50 {row['p50_ms']:.1f} ms, "
+        f"p99 {row['p99_ms']:.1f} ms, max {row['max_ms']:.1f} ms, "
+        f"lost {row['lost']}, {row['rss_kb_per_conn']:.1f} KB/conn, "
+        f"CPU {row['server_cpu']:.2f}, broadcast "
+        + (f"{broadcast:.1f} ms" if broadcast is not None else "n/a")
+        + f", loadgen CPU {row['loadgen_cpu']:.3f}"
+    )
+
+
+def run_points(points: list[Point], workdir: Path) -> list[dict[str, Any]]:
+    database = migrated_database(workdir)
+    rows: list[dict[str, Any]] = []
+    for number, point in enumerate(points, start=1):
+        label = f"[{number}/{len(points)}] {describe(point)}"
+
+        def progress(message: str, label: str = label) -> None:
+            print(f"{label}: {message}", file=sys.stderr, flush=True)
+
+        progress("starting")
+        started = time.monotonic()
+        row = Measurement(point, workdir, database).run(progress)
+        progress(f"{summary(row)} ({time.monotonic() - started:.0f} s)")
+        rows.append(row)
+    return rows
+
+
+def covers_defaults(options: argparse.Namespace) -> bool:
+    """Return True if the run measured every default configuration and size."""
+    return (
+        set(split_list(DEFAULT_CONFIGS)) <= set(split_list(options.configs))
+        and set(split_list(DEFAULT_SIZES)) <= set(split_list(options.sizes))
+        and set(split_list(options.deflate)) == {"off", "on"}
+        and options.sse_clients > 0
+        and options.sse_beside == 5000
+    )
+
+
+def main(argv: list[str] | None = None) -> int:
+    options = parse_args(argv)
+    try:
+        points = build_points(options)
+        ensure_installed()
+    except (ValueError, LoadgenError) as exc:
+        print(f"bench: {exc}", file=sys.stderr)
+        return 2
+    raise_open_file_limit()
+    with tempfile.TemporaryDirectory(prefix="wordstream-bench-") as workdir:
+        rows = run_points(points, Path(workdir))
+    options.output.mkdir(parents=True, exist_ok=True)
+    (options.output / "latest.json").write_text(json.dumps(rows, indent=1) + "\n")
+    docs = options.docs if options.docs and covers_defaults(options) else None
+    if options.docs and docs is None:
+        print(
+            f"bench: {options.docs} not updated, because the run did not cover "
+            "every default configuration, size and deflate setting",
+            file=sys.stderr,
+        )
+    write_report(rows, options, options.output, docs, plot=not options.no_plot)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,106 @@
+"""Smoke test of the benchmark (bench/): a short run against real servers, so
+that the load generator and the row it feeds keep working."""
+
+import json
+import shutil
+import subprocess
+
+import pytest
+
+from .servers import PYTHON, ROOT
+
+pytestmark = pytest.mark.slow
+
+LOADGEN_DIR = ROOT / "bench" / "loadgen"
+ROW_KEYS = {
+    "config",
+    "clients",
+    "sse_clients",
+    "deflate",
+    "connect_s",
+    "p50_ms",
+    "p99_ms",
+    "max_ms",
+    "lost",
+    "rss_kb_per_conn",
+    "server_cpu",
+    "redis_cmds_per_tick",
+    "broadcast_ms",
+    "loadgen_cpu",
+}
+
+
+@pytest.fixture(scope="module")
+def loadgen_packages():
+    """Install the load generator's locked packages if `npm ci` has not run."""
+    if shutil.which("node") is None or shutil.which("npm") is None:
+        pytest.skip("the load generator needs Node and npm")
+    if not (LOADGEN_DIR / "node_modules" / "ws").is_dir():
+        subprocess.run(
+            ["npm", "ci", "--no-audit", "--no-fund"], cwd=LOADGEN_DIR, check=True
+        )
+
+
+@pytest.fixture(scope="module")
+def bench_rows(tmp_path_factory, loadgen_packages):
+    output = tmp_path_factory.mktemp("bench")
+    args = [
+        PYTHON,
+        "-m",
+        "bench.run",
+        "--configs",
+        "serve-1,reference",
+        "--sizes",
+        "20",
+        "--sse-clients",
+        "5",
+        "--sse-beside",
+        "20",
+        "--deflate",
+        "off",
+        "--ticks",
+        "5",
+        "--interval",
+        "0.2",
+        "--output",
+        str(output),
+        "--no-plot",
+    ]
+    run = subprocess.run(args, cwd=ROOT, capture_output=True, text=True, timeout=110)
+    assert run.returncode == 0, run.stderr
+    assert (output / "latest.md").is_file()
+    return json.loads((output / "latest.json").read_text())
+
+
+def test_bench_writes_one_row_per_point(bench_rows):
+    points = [(row["config"], row["sse_clients"]) for row in bench_rows]
+    assert points == [
+        ("serve-1", 0),
+        ("serve-1", 5),
+        ("reference", 0),
+        ("reference", 5),
+    ]
+
+
+def test_bench_rows_have_every_key(bench_rows):
+    for row in bench_rows:
+        missing = ROW_KEYS - row.keys()
+        assert not missing, (row["config"], missing)
+
+
+def test_bench_clients_connect_and_lose_nothing(bench_rows):
+    for row in bench_rows:
+        assert row["connected"] == 20, row
+        assert row["lost"] == 0, row
+        assert row["disconnects"] == 0, row
+        assert row["frames_received"] == 20 * 5, row
+
+
+def test_bench_reads_server_metrics(bench_rows):
+    serve = bench_rows[0]
+    assert serve["broadcast_ms"] is not None
+    assert serve["clients_by_process"] == [20]
+    assert serve["redis_cmds_per_tick"] > 0
+    reference = bench_rows[2]
+    assert reference["broadcast_ms"] is not None
+    assert reference["redis_cmds_per_tick"] is None
