@@ -6,6 +6,7 @@ import pytest
 from streaming.leadership import LocalLeadership
 from streaming.services import services as process_services
 
+from .database import is_postgres, recreate_postgres_database
 from .servers import PYTHON, ROOT, RedisServer, ServerProcess, free_port, server_command
 
 # Short ticks keep the real-server tests fast.
@@ -21,9 +22,17 @@ def redis_server(tmp_path):
 
 @pytest.fixture(scope="session")
 def database_url(tmp_path_factory):
-    """A migrated SQLite database shared by the server processes of the session."""
-    path = tmp_path_factory.mktemp("db") / "servers.sqlite3"
-    url = f"sqlite:///{path}"
+    """A migrated database shared by the server processes of the session.
+
+    A SQLite file, or with a PostgreSQL DATABASE_URL a new database on that
+    server.
+    """
+    configured = os.environ.get("DATABASE_URL", "")
+    if is_postgres(configured):
+        url = recreate_postgres_database(configured, "wordstream_test_servers")
+    else:
+        path = tmp_path_factory.mktemp("db") / "servers.sqlite3"
+        url = f"sqlite:///{path}"
     env = {**os.environ, "DATABASE_URL": url}
     subprocess.run(
         [PYTHON, "manage.py", "migrate", "-v0"], cwd=ROOT, env=env, check=True

@@ -1,0 +1,350 @@
+"""Both consumers, nginx and node, in front of a real producer and Redis.
+
+The producer runs the Docker image's command (`python -m wordstream_site.serve`
+with DJANGO_DEBUG=0), nginx runs docker/nginx's template rendered as the image
+renders it, node runs docker/node/server.js, and their static root is filled
+by the script the shared_init container runs.
+"""
+
+import asyncio
+import os
+import re
+import signal
+import subprocess
+import uuid
+from dataclasses import dataclass
+
+import httpx
+import pytest
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+
+from .clients import EventStream, metric_value, receive_words, ws_connect
+from .database import fetch_rows
+from .proxies import NginxProcess, NodeProcess, ProxyProcess, serve_command, sync_shared
+from .servers import (
+    PYTHON,
+    ROOT,
+    STOP_TIMEOUT,
+    ServerProcess,
+    free_port,
+    wait_until,
+)
+
+pytestmark = pytest.mark.slow
+
+KINDS = ["nginx", "node"]
+SHARED = ROOT / "shared"
+CONTENT_SECURITY_POLICY = "default-src 'self'; frame-ancestors 'none'; base-uri 'none'"
+# Seconds within which the count reported over SSE follows a connect or a
+# disconnect, and within which the producer sees an event stream close.
+COUNT_DELAY = 1.0
+UPSTREAM_CLOSE_DELAY = 2.0
+# The recorder writes connection rows in batches every 0.5 s.
+ROW_DELAY = 5.0
+
+
+@dataclass
+class Stack:
+    producer: ServerProcess
+    nginx: NginxProcess
+    node: NodeProcess
+
+    def proxy(self, kind: str) -> ProxyProcess:
+        return {"nginx": self.nginx, "node": self.node}[kind]
+
+
+@pytest.fixture(scope="session")
+def collected_static():
+    """The admin's assets, collected into STATIC_ROOT as the image does."""
+    subprocess.run(
+        [PYTHON, "manage.py", "collectstatic", "--no-input", "-v0"],
+        cwd=ROOT,
+        check=True,
+    )
+    return ROOT / "staticfiles"
+
+
+@pytest.fixture
+def static_root(tmp_path):
+    root = tmp_path / "shared_web"
+    sync_shared(root)
+    return root
+
+
+@pytest.fixture
+def start_producer(tmp_path, server_env, redis_server, collected_static):
+    """Start producers configured as in the image, on a given or a free port."""
+    started: list[ServerProcess] = []
+
+    def start(port: int | None = None) -> ServerProcess:
+        port = port or free_port()
+        env = {
+            **server_env,
+            "HOST": "127.0.0.1",
+            "PORT": str(port),
+            "DJANGO_DEBUG": "0",
+            "DJANGO_SECRET_KEY": "test-" + uuid.uuid4().hex,
+            "REDIS_URL": redis_server.url,
+        }
+        log = tmp_path / f"serve-{port}.log"
+        process = ServerProcess("serve", serve_command(), env, log, port)
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def start_proxy(tmp_path, static_root):
+    started: list[ProxyProcess] = []
+
+    def start(kind: str, producer_port: int) -> ProxyProcess:
+        kinds = {"nginx": NginxProcess, "node": NodeProcess}
+        process = kinds[kind](tmp_path, static_root, producer_port)
+        started.append(process)
+        return process.start()
+
+    yield start
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture
+def stack(start_producer, start_proxy):
+    producer = start_producer()
+    return Stack(
+        producer,
+        start_proxy("nginx", producer.port),
+        start_proxy("node", producer.port),
+    )
+
+
+def sse_clients(producer: ServerProcess) -> float:
+    return metric_value(producer.base_url, "wordstream_sse_clients")
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_first_request_websocket_gets_words(stack, kind):
+    # No HTTP request has reached the proxy before this handshake.
+    async with ws_connect(stack.proxy(kind).ws_url) as ws:
+        frames = await receive_words(ws, 3)
+    assert [set(frame) for frame in frames] == [{"word", "seq", "ts"}] * 3
+    seqs = [frame["seq"] for frame in frames]
+    assert seqs == list(range(seqs[0], seqs[0] + 3))
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_page_files_are_served_exactly(stack, kind):
+    async with httpx.AsyncClient(base_url=stack.proxy(kind).base_url) as client:
+        page = await client.get("/")
+        assert page.status_code == 200
+        assert page.content == (SHARED / "index.html").read_bytes()
+        assert page.headers["content-type"].startswith("text/html")
+        assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
+        for path in sorted(SHARED.iterdir()):
+            response = await client.get("/" + path.name)
+            assert response.status_code == 200, path.name
+            assert response.content == path.read_bytes(), path.name
+
+
+async def test_sse_counts_clients_of_both_proxies(stack):
+    nginx_events = EventStream(stack.nginx.base_url + "/api/connections")
+    node_events = EventStream(stack.node.base_url + "/api/connections")
+
+    async def both_report(count: int) -> None:
+        await asyncio.gather(
+            nginx_events.wait_for_count(count, timeout=COUNT_DELAY),
+            node_events.wait_for_count(count, timeout=COUNT_DELAY),
+        )
+
+    async with nginx_events, node_events:
+        for events in (nginx_events, node_events):
+            headers = events.response.headers
+            assert headers["content-type"].startswith("text/event-stream")
+            assert "content-encoding" not in headers
+            assert (await events.next_event()) == {"active_connections": 0}
+        async with ws_connect(stack.nginx.ws_url):
+            await both_report(1)
+            async with ws_connect(stack.node.ws_url):
+                await both_report(2)
+            await both_report(1)
+        await both_report(0)
+    for events in (nginx_events, node_events):
+        counts = [event["active_connections"] for event in events.events]
+        assert counts == [0, 1, 2, 1, 0]
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_sse_upstream_closed_when_client_leaves(stack, kind):
+    async with EventStream(stack.proxy(kind).base_url + "/api/connections") as events:
+        assert (await events.next_event()) == {"active_connections": 0}
+        wait_until(lambda: sse_clients(stack.producer) == 1, UPSTREAM_CLOSE_DELAY)
+    wait_until(
+        lambda: sse_clients(stack.producer) == 0,
+        UPSTREAM_CLOSE_DELAY,
+        message=f"the producer still streams to {kind} after the client left",
+    )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_admin_login_loads_with_its_css(stack, kind, collected_static):
+    async with httpx.AsyncClient(base_url=stack.proxy(kind).base_url) as client:
+        redirect = await client.get("/admin")
+        assert redirect.status_code == 301
+        assert redirect.headers["location"] == "/admin/"
+        page = await client.get("/admin/login/")
+        assert page.status_code == 200
+        stylesheets = re.findall(r'<link rel="stylesheet" href="([^"]+)"', page.text)
+        assert "/static/admin/css/base.css" in stylesheets
+        assert "/static/admin/css/login.css" in stylesheets
+        for href in stylesheets:
+            css = await client.get(href)
+            assert css.status_code == 200, href
+            assert css.headers["content-type"].startswith("text/css"), href
+            collected = collected_static / href.removeprefix("/static/")
+            assert css.content == collected.read_bytes(), href
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_admin_login_form_passes_csrf(stack, kind):
+    """The proxies pass the browser's Host on, so Django's Origin check of the
+    form accepts a page served by the proxy."""
+    base_url = stack.proxy(kind).base_url
+    async with httpx.AsyncClient(base_url=base_url) as client:
+        page = await client.get("/admin/login/")
+        token = re.search(r'name="csrfmiddlewaretoken" value="([^"]+)"', page.text)
+        response = await client.post(
+            "/admin/login/",
+            data={
+                "csrfmiddlewaretoken": token.group(1),
+                "username": "nobody",
+                "password": "wrong",
+            },
+            headers={"Origin": base_url, "Referer": base_url + "/admin/login/"},
+        )
+    assert response.status_code == 200
+    assert "Please enter the correct username and password" in response.text
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_unlisted_paths_are_not_proxied(stack, kind):
+    proxy = stack.proxy(kind)
+    paths = ["/wsx", "/ws/", "/api/connectionsx", "/adminx", "/healthz", "/metrics"]
+    async with httpx.AsyncClient(base_url=proxy.base_url) as client:
+        for path in paths:
+            assert (await client.get(path)).status_code == 404, path
+    with pytest.raises(InvalidStatus) as rejected:
+        async with ws_connect(proxy.ws_url + "x"):
+            pass
+    assert rejected.value.response.status_code == 404
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_page_served_while_producer_is_down(start_producer, start_proxy, kind):
+    producer_port = free_port()
+    proxy = start_proxy(kind, producer_port)
+    async with httpx.AsyncClient(base_url=proxy.base_url) as client:
+        page = await client.get("/")
+        assert page.status_code == 200
+        assert page.content == (SHARED / "index.html").read_bytes()
+        for path in ["/api/connections", "/admin/login/", "/static/admin/css/base.css"]:
+            assert (await client.get(path)).status_code == 502, path
+    with pytest.raises(InvalidStatus) as rejected:
+        async with ws_connect(proxy.ws_url):
+            pass
+    assert rejected.value.response.status_code == 502
+
+    # The same proxy, not restarted, reaches the producer once it runs.
+    start_producer(port=producer_port)
+    async with EventStream(proxy.base_url + "/api/connections") as events:
+        assert (await events.next_event()) == {"active_connections": 0}
+
+
+async def test_admin_rows_record_the_path(stack, database_url):
+    run = uuid.uuid4().hex[:8]
+    forged = {"X-Forwarded-For": "203.0.113.7", "X-Wordstream-Via": "direct"}
+    connections = [
+        ("direct", stack.producer.ws_url, {}),
+        ("nginx", stack.nginx.ws_url, {}),
+        ("node", stack.node.ws_url, {}),
+        ("nginx-forged", stack.nginx.ws_url, forged),
+        ("node-forged", stack.node.ws_url, forged),
+    ]
+    for name, url, headers in connections:
+        agent = f"via-{run}-{name}"
+        async with ws_connect(
+            url, user_agent_header=agent, additional_headers=headers
+        ) as ws:
+            await receive_words(ws, 1)
+
+    query = (
+        "SELECT user_agent, via, client_address FROM streaming_connection "
+        f"WHERE state = 'closed' AND user_agent LIKE 'via-{run}-%'"
+    )
+    rows = wait_until(
+        lambda: (rows := fetch_rows(database_url, query)) and len(rows) == 5 and rows,
+        ROW_DELAY,
+        message="the connection rows were not written",
+    )
+    recorded = {agent: (via, str(address)) for agent, via, address in rows}
+    # A client's own X-Forwarded-For and X-Wordstream-Via change nothing: each
+    # proxy replaces the one and appends its peer to the other.
+    assert recorded == {
+        f"via-{run}-direct": ("direct", "127.0.0.1"),
+        f"via-{run}-nginx": ("nginx", "127.0.0.1"),
+        f"via-{run}-node": ("node", "127.0.0.1"),
+        f"via-{run}-nginx-forged": ("nginx", "127.0.0.1"),
+        f"via-{run}-node-forged": ("node", "127.0.0.1"),
+    }
+
+
+async def test_node_closes_streams_on_sigterm(stack):
+    node = stack.node
+    async with (
+        ws_connect(node.ws_url) as ws,
+        EventStream(node.base_url + "/api/connections") as events,
+    ):
+        await receive_words(ws, 1)
+        await events.next_event()
+        node.send_signal(signal.SIGTERM)
+        assert node.popen.wait(STOP_TIMEOUT) == 0
+        assert "SIGTERM received, closing" in node.log()
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), STOP_TIMEOUT)
+        with pytest.raises(EOFError):
+            while True:
+                await events.next_event(timeout=STOP_TIMEOUT)
+    wait_until(lambda: sse_clients(stack.producer) == 0, UPSTREAM_CLOSE_DELAY)
+
+
+async def test_node_looks_up_producer_name(start_producer, tmp_path, static_root):
+    producer = start_producer()
+    # localhost comes from /etc/hosts: no DNS server is asked.
+    node = NodeProcess(tmp_path, static_root, producer.port, producer_host="localhost")
+    node.start()
+    try:
+        async with ws_connect(node.ws_url) as ws:
+            frames = await receive_words(ws, 2)
+        assert frames[1]["seq"] == frames[0]["seq"] + 1
+    finally:
+        node.stop()
+
+
+def test_make_nginx_reports_missing_binary():
+    result = subprocess.run(
+        ["make", "--no-print-directory", "nginx", "NGINX=/nonexistent/nginx"],
+        cwd=ROOT,
+        env={**os.environ, "MAKEFLAGS": ""},
+        capture_output=True,
+        text=True,
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.splitlines()[0] == (
+        "nginx is not installed: install it with "
+        "'apt-get install nginx-light' (or nginx)"
+    )
+    assert "Traceback" not in result.stderr
