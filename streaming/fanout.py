@@ -7,7 +7,13 @@ import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
-from .metrics import BROADCAST_DURATION, FRAMES_DROPPED, FRAMES_SENT, WORDS_BROADCAST
+from .metrics import (
+    BROADCAST_DURATION,
+    FANOUT_SUBSCRIBERS,
+    FRAMES_DROPPED,
+    FRAMES_SENT,
+    WORDS_BROADCAST,
+)
 
 logger = logging.getLogger(__name__)
 
@@ -89,9 +95,11 @@ class Fanout:
 
     def add(self, subscriber: Subscriber) -> None:
         self._subscribers.add(subscriber)
+        FANOUT_SUBSCRIBERS.set(len(self._subscribers))
 
     def discard(self, subscriber: Subscriber) -> None:
         self._subscribers.discard(subscriber)
+        FANOUT_SUBSCRIBERS.set(len(self._subscribers))
 
     def broadcast(self, frame: dict[str, Any]) -> None:
         """Send one word frame to every subscriber."""

@@ -16,6 +16,9 @@ FRAMES_SENT = Counter("wordstream_frames_sent", "Word frames sent to clients")
 FRAMES_DROPPED = Counter(
     "wordstream_frames_dropped", "Word frames that could not be sent to a client"
 )
+FANOUT_SUBSCRIBERS = Gauge(
+    "wordstream_fanout_subscribers", "Consumers in this process's word fan-out"
+)
 SSE_CLIENTS = Gauge("wordstream_sse_clients", "Open connection count event streams")
 BROADCAST_DURATION = Histogram(
     "wordstream_broadcast_duration_seconds",

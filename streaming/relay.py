@@ -36,19 +36,33 @@ class Relay:
         groups, and channels-redis expires memberships after a day.
         """
         if not self.channel_name:
-            self.channel_name = await self.channel_layer.new_channel("relay.")
+            self.channel_name = await self.channel_layer.new_channel("relay")
         for group in (WORDS_GROUP, PRESENCE_GROUP):
             await self.channel_layer.group_add(group, self.channel_name)
 
     async def run(self) -> None:
-        """Receive and dispatch events until cancelled."""
+        """Receive and dispatch events until cancelled.
+
+        After the channel layer failed, the relay joins its groups again
+        before it receives, because a restarted Redis has lost them.
+        """
+        failed = False
         while True:
             try:
+                if failed:
+                    await self.join_groups()
+                    await self.presence.report(query=True)
+                    logger.info("relay %s: channel layer is back", self.channel_name)
+                    failed = False
                 event = await self.channel_layer.receive(self.channel_name)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep relaying once the layer is back
-                logger.warning("relay %s: receive failed: %s", self.channel_name, exc)
+                if not failed:
+                    logger.warning(
+                        "relay %s: channel layer failed: %s", self.channel_name, exc
+                    )
+                failed = True
                 await asyncio.sleep(RETRY_DELAY)
                 continue
             await self.dispatch(event)

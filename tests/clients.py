@@ -14,9 +14,14 @@ def origin_of(base_url: str) -> str:
     return base_url.rstrip("/")
 
 
-def ws_connect(ws_url: str, origin: str | None = None, **kwargs):
-    """Open a WebSocket with the Origin a page of that server would send."""
-    if origin is None:
+SAME_ORIGIN = "same origin"
+
+
+def ws_connect(ws_url: str, origin: str | None = SAME_ORIGIN, **kwargs):
+    """Open a WebSocket with the Origin a page of that server would send, or
+    with the given origin, or with none if origin is None.
+    """
+    if origin == SAME_ORIGIN:
         origin = "http" + ws_url.removeprefix("ws").rsplit("/", 1)[0]
     return connect(ws_url, origin=origin, open_timeout=TIMEOUT, **kwargs)
 

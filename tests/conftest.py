@@ -1,4 +1,5 @@
 import os
+import secrets
 import subprocess
 
 import pytest
@@ -49,6 +50,7 @@ def server_env(database_url):
         if key not in {"REDIS_URL", "WORD_LIST", "DJANGO_SETTINGS_MODULE"}
     }
     env.update(
+        DJANGO_SECRET_KEY="test-" + secrets.token_urlsafe(32),
         DATABASE_URL=database_url,
         WORD_INTERVAL=str(TEST_WORD_INTERVAL),
         PYTHONUNBUFFERED="1",
@@ -65,7 +67,12 @@ def start_server(tmp_path, server_env):
         port = free_port()
         log = tmp_path / f"{kind}-{port}.log"
         args = server_command(kind, port)
-        process = ServerProcess(kind, args, {**server_env, **env}, log, port)
+        process_env = {**server_env, "HOST": "127.0.0.1", "PORT": str(port)}
+        if kind == "serve":
+            # The production server refuses to run with DEBUG on.
+            process_env["DJANGO_DEBUG"] = "0"
+        process_env.update(env)
+        process = ServerProcess(kind, args, process_env, log, port)
         started.append(process)
         return process.start()
 

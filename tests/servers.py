@@ -81,8 +81,8 @@ class Process:
 
 
 class RedisServer(Process):
-    def __init__(self, workdir: Path):
-        self.port = free_port()
+    def __init__(self, workdir: Path, port: int | None = None):
+        self.port = port or free_port()
         binary = shutil.which("redis-server") or "/usr/bin/redis-server"
         args = [
             binary,
@@ -182,6 +182,9 @@ def server_command(kind: str, port: int) -> list[str]:
             str(port),
             "wordstream_site.asgi:application",
         ]
+    if kind == "serve":
+        # The production server reads HOST and PORT from the environment.
+        return [PYTHON, "-m", "wordstream_site.serve"]
     if kind == "runserver":
         return [PYTHON, "manage.py", "runserver", f"127.0.0.1:{port}"]
     raise ValueError(f"unknown server kind {kind!r}")
