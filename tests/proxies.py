@@ -68,17 +68,24 @@ class ProxyProcess(Process):
 
 
 class NginxProcess(ProxyProcess):
-    def __init__(self, workdir: Path, static_root: Path, producer_port: int):
+    def __init__(
+        self,
+        workdir: Path,
+        static_root: Path,
+        producer_port: int,
+        producer_host: str = "127.0.0.1",
+        resolver: str = "127.0.0.1",
+    ):
         port = free_port()
         self.prefix = workdir / f"nginx-{port}"
         env = {
             "PATH": "/usr/sbin:/usr/bin:/bin",
             "LISTEN_PORT": f"127.0.0.1:{port}",
             "STATIC_ROOT": str(static_root),
-            "PRODUCER_HOST": "127.0.0.1",
+            "PRODUCER_HOST": producer_host,
             "PRODUCER_PORT": str(producer_port),
-            # Never queried: PRODUCER_HOST is an address.
-            "RESOLVER": "127.0.0.1",
+            # Queried only when PRODUCER_HOST is a name.
+            "RESOLVER": resolver,
         }
         args = [str(NGINX_RUN), str(self.prefix)]
         super().__init__("nginx", args, env, workdir, port)

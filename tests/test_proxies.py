@@ -20,6 +20,7 @@ from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .clients import EventStream, metric_value, receive_words, ws_connect
 from .database import fetch_rows
+from .dns import DnsServer
 from .proxies import NginxProcess, NodeProcess, ProxyProcess, serve_command, sync_shared
 from .servers import (
     PYTHON,
@@ -260,6 +261,33 @@ async def test_page_served_while_producer_is_down(start_producer, start_proxy, k
     start_producer(port=producer_port)
     async with EventStream(proxy.base_url + "/api/connections") as events:
         assert (await events.next_event()) == {"active_connections": 0}
+
+
+async def test_nginx_looks_up_producer_per_request(
+    start_producer, tmp_path, static_root
+):
+    with DnsServer("producer.test") as dns:
+        producer_port = free_port()
+        nginx = NginxProcess(
+            tmp_path,
+            static_root,
+            producer_port,
+            producer_host="producer.test",
+            resolver=f"127.0.0.1:{dns.port}",
+        )
+        nginx.start()
+        try:
+            async with httpx.AsyncClient(base_url=nginx.base_url) as client:
+                assert (await client.get("/")).status_code == 200
+                # Started and served the page without looking the name up.
+                assert dns.queries == []
+                assert (await client.get("/api/connections")).status_code == 502
+                assert dns.queries == ["producer.test"]
+            start_producer(port=producer_port)
+            async with EventStream(nginx.base_url + "/api/connections") as events:
+                assert (await events.next_event()) == {"active_connections": 0}
+        finally:
+            nginx.stop()
 
 
 async def test_admin_rows_record_the_path(stack, database_url):
