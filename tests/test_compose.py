@@ -1,8 +1,8 @@
 """docker-compose.yml and the images' files, checked without a Docker engine.
 
 `make lint-deploy` validates the file against the Compose specification's
-schema and lints the Dockerfiles; these tests check what the schema cannot:
-the services' wiring, defaults and the nginx template's variables.
+schema and lints the Dockerfiles. These tests check what the schema cannot,
+such as the services' wiring, defaults and the nginx template's variables.
 """
 
 import ipaddress
