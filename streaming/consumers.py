@@ -1,6 +1,7 @@
 """The WebSocket consumer at /ws."""
 
 import asyncio
+import json
 import logging
 import time
 import uuid
@@ -12,9 +13,11 @@ from django.utils import timezone
 
 from .closecodes import CloseCode
 from .fanout import start_eagerly
+from .history import Word
 from .models import Connection
 from .proxy import client_address, client_via, scope_header
 from .recorder import Close
+from .recovery import ResumePoint, is_newer, last_seen, recover, resume_point_from_query
 from .services import services
 
 logger = logging.getLogger(__name__)
@@ -35,7 +38,11 @@ class WordConsumer(AsyncWebsocketConsumer):
     channel_layer_alias = None
 
     async def connect(self) -> None:
-        """Called on the handshake: accept, and join the fan-out and presence."""
+        """Called on the handshake: accept, and join the fan-out and presence.
+
+        With ?since=<seq>&epoch=<epoch>, the missed words go out first, and
+        live words that arrive meanwhile are held back until they are sent.
+        """
         self.words_delivered = 0
         self.connection_id = uuid.uuid4()
         self._pending_send: asyncio.Task[None] | None = None
@@ -44,11 +51,31 @@ class WordConsumer(AsyncWebsocketConsumer):
         self._backlog: list[dict[str, Any]] | None = None
         self._closing = False
         self._rate_window = (0, 0)  # (second, messages in it)
+        self._last_word: Word | None = None
+        resume_point = resume_point_from_query(self.scope.get("query_string", b""))
+        # Live words held back while a recovery is sent, or None.
+        self._held: list[tuple[dict[str, Any], Word]] | None = (
+            [] if resume_point else None
+        )
         await self.accept()
         services.fanout.add(self)
         services.presence.client_connected()
         services.recorder.opened(self._new_record())
         logger.debug("connected %s from %s", self.connection_id, self._client)
+        if resume_point is not None:
+            await self._recover(resume_point)
+
+    async def _recover(self, point: ResumePoint) -> None:
+        notice, words = await recover(services.history, point)
+        self._last_word = last_seen(point)
+        await self.send(text_data=json.dumps(notice))
+        for word in words:
+            await self.send(text_data=json.dumps(word.frame()))
+            self.words_delivered += 1
+            self._last_word = word
+        held, self._held = self._held or [], None
+        for message, word in held:
+            self.offer(message, word)
 
     async def receive(
         self, text_data: str | None = None, bytes_data: bytes | None = None
@@ -76,12 +103,18 @@ class WordConsumer(AsyncWebsocketConsumer):
             self._pending_send.cancel()
         logger.debug("disconnected %s with code %s", self.connection_id, code)
 
-    def offer(self, message: dict[str, Any]) -> bool:
+    def offer(self, message: dict[str, Any], word: Word) -> bool:
         """Send a prepared websocket.send message, or queue it behind a waiting
         send; called by the fan-out. Return False if the frame is dropped.
         """
         if self._closing:
             return False
+        if self._held is not None:
+            self._held.append((message, word))
+            return True
+        if not is_newer(word, self._last_word):
+            return True
+        self._last_word = word
         if self._pending_send is None:
             self._send(message)
             return True

@@ -7,6 +7,7 @@ import time
 from collections.abc import Coroutine
 from typing import Any, Protocol
 
+from .history import Word
 from .metrics import (
     BROADCAST_DURATION,
     FANOUT_SUBSCRIBERS,
@@ -19,11 +20,9 @@ logger = logging.getLogger(__name__)
 
 
 class Subscriber(Protocol):
-    def offer(self, message: dict[str, Any]) -> bool:
-        """Start sending one ASGI websocket.send message without waiting.
-
-        Return False when the frame was dropped because the client has not
-        taken the previous one yet.
+    def offer(self, message: dict[str, Any], word: Word) -> bool:
+        """Start sending word, prepared as an ASGI websocket.send message,
+        without waiting. Return False when the frame was dropped.
         """
         ...
 
@@ -101,18 +100,18 @@ class Fanout:
         self._subscribers.discard(subscriber)
         FANOUT_SUBSCRIBERS.set(len(self._subscribers))
 
-    def broadcast(self, frame: dict[str, Any]) -> None:
+    def broadcast(self, word: Word) -> None:
         """Send one word frame to every subscriber."""
-        message = {"type": "websocket.send", "text": json.dumps(frame)}
+        message = {"type": "websocket.send", "text": json.dumps(word.frame())}
         started = time.perf_counter()
         dropped = 0
         # A copy: a failed send may discard a subscriber during the loop.
         subscribers = list(self._subscribers)
         for subscriber in subscribers:
             try:
-                sent = subscriber.offer(message)
+                sent = subscriber.offer(message, word)
             except Exception as exc:  # noqa: BLE001 - one client must not stop the rest
-                logger.debug("send of seq %s failed: %r", frame.get("seq"), exc)
+                logger.debug("send of seq %d failed: %r", word.seq, exc)
                 self.discard(subscriber)
                 sent = False
             dropped += not sent

@@ -9,10 +9,13 @@ from typing import Protocol
 
 from redis.asyncio import Redis
 
+from .history import EPOCH_KEY, HISTORY_KEY, LocalHistory, Word, new_epoch
+
 logger = logging.getLogger(__name__)
 
 LOCK_KEY = "wordstream:word-source:lock"
 SEQ_KEY = "wordstream:word-source:seq"
+TICK_KEYS = [LOCK_KEY, SEQ_KEY, EPOCH_KEY, HISTORY_KEY]
 
 # Take the lock, or renew it when this candidate already holds it.
 ACQUIRE_SCRIPT = """
@@ -25,11 +28,14 @@ end
 return 0
 """
 
-# Renew the lock and take the next seq in one step, so a candidate that lost
-# the lock can never publish: it gets nil instead of a seq. ARGV[3] is the
-# last seq the caller published: after Redis lost its data the counter
-# continues above it instead of starting again at 1.
-NEXT_SEQ_SCRIPT = """
+# One tick, atomically: renew the lock, take the next seq, and store the word
+# in the history, so a candidate that lost the lock can never publish (it
+# gets nil). The epoch is created when missing, that is, with the history.
+# KEYS: lock, seq, epoch, history.
+# ARGV: token, lock TTL (ms), the caller's last seq, a new epoch, word, ts,
+# history length. Passing the last seq makes the counter continue above it
+# after Redis lost its data, instead of starting again at 1.
+TICK_SCRIPT = r"""
 if redis.call('GET', KEYS[1]) ~= ARGV[1] then
   return nil
 end
@@ -39,7 +45,14 @@ if seq <= tonumber(ARGV[3]) then
   seq = tonumber(ARGV[3]) + 1
   redis.call('SET', KEYS[2], seq)
 end
-return seq
+local epoch = redis.call('GET', KEYS[3])
+if not epoch then
+  epoch = ARGV[4]
+  redis.call('SET', KEYS[3], epoch)
+end
+redis.call('ZADD', KEYS[4], seq, seq .. '\t' .. ARGV[6] .. '\t' .. ARGV[5])
+redis.call('ZREMRANGEBYRANK', KEYS[4], 0, -tonumber(ARGV[7]) - 1)
+return {seq, epoch}
 """
 
 RELEASE_SCRIPT = """
@@ -60,8 +73,10 @@ class Leadership(Protocol):
         """Try once to become the leader; return True while this candidate leads."""
         ...
 
-    async def next_seq(self, last_seq: int) -> int | None:
-        """Return the seq after last_seq, or None when the lead has been lost."""
+    async def next_tick(self, word: str, ts: int, last_seq: int) -> Word | None:
+        """Number a word and add it to the history; return None when the lead
+        has been lost. The seq is above last_seq even if the history was lost.
+        """
         ...
 
     async def release(self) -> None:
@@ -73,26 +88,26 @@ class LocalLeadership:
     """Leadership inside one process, for the in-memory channel layer.
 
     The in-memory layer reaches no other process, so the process is the whole
-    deployment and the first candidate in it leads.
+    deployment, the first candidate in it leads, and the history lives in
+    its memory.
     """
 
-    _holder: "LocalLeadership | None" = None
-    _seq = 0
+    def __init__(self, history: LocalHistory) -> None:
+        self.history = history
 
     async def acquire(self) -> bool:
-        if LocalLeadership._holder is None:
-            LocalLeadership._holder = self
-        return LocalLeadership._holder is self
+        if self.history.leader is None:
+            self.history.leader = self
+        return self.history.leader is self
 
-    async def next_seq(self, last_seq: int) -> int | None:
-        if LocalLeadership._holder is not self:
+    async def next_tick(self, word: str, ts: int, last_seq: int) -> Word | None:
+        if self.history.leader is not self:
             return None
-        LocalLeadership._seq = max(LocalLeadership._seq, last_seq) + 1
-        return LocalLeadership._seq
+        return self.history.record(word, ts, last_seq)
 
     async def release(self) -> None:
-        if LocalLeadership._holder is self:
-            LocalLeadership._holder = None
+        if self.history.leader is self:
+            self.history.leader = None
 
 
 class RedisLeadership:
@@ -103,23 +118,36 @@ class RedisLeadership:
     new leader continues the sequence instead of reusing numbers.
     """
 
-    def __init__(self, redis: Redis, token: str, lock_ttl: float) -> None:
+    def __init__(
+        self, redis: Redis, token: str, lock_ttl: float, history_length: int
+    ) -> None:
         self.redis = redis
         self.token = token
         self.lock_ttl_ms = int(lock_ttl * 1000)
+        self.history_length = history_length
         self._acquire = redis.register_script(ACQUIRE_SCRIPT)
-        self._next_seq = redis.register_script(NEXT_SEQ_SCRIPT)
+        self._tick = redis.register_script(TICK_SCRIPT)
         self._release = redis.register_script(RELEASE_SCRIPT)
 
     async def acquire(self) -> bool:
         keys = [LOCK_KEY]
         return bool(await self._acquire(keys=keys, args=[self.token, self.lock_ttl_ms]))
 
-    async def next_seq(self, last_seq: int) -> int | None:
-        keys = [LOCK_KEY, SEQ_KEY]
-        args = [self.token, self.lock_ttl_ms, last_seq]
-        seq = await self._next_seq(keys=keys, args=args)
-        return None if seq is None else int(seq)
+    async def next_tick(self, word: str, ts: int, last_seq: int) -> Word | None:
+        args = [
+            self.token,
+            self.lock_ttl_ms,
+            last_seq,
+            new_epoch(),
+            word,
+            ts,
+            self.history_length,
+        ]
+        result = await self._tick(keys=TICK_KEYS, args=args)
+        if result is None:
+            return None
+        seq, epoch = result
+        return Word(word, int(seq), ts, epoch.decode())
 
     async def release(self) -> None:
         # Shielded so that a cancelled source still frees the lock.

@@ -12,6 +12,7 @@ from typing import Any
 
 from .fanout import Fanout
 from .groups import PRESENCE_GROUP, PRESENCE_REPORT, WORD_TICK, WORDS_GROUP
+from .history import Word
 from .presence import Presence
 
 logger = logging.getLogger(__name__)
@@ -85,5 +86,5 @@ class Relay:
             logger.debug("relay %s: dropped repeated seq %d", self.channel_name, seq)
             return
         self.last_seq = seq
-        frame = {"word": str(event["word"]), "seq": seq, "ts": int(event["ts"])}
-        self.fanout.broadcast(frame)
+        word = Word(str(event["word"]), seq, int(event["ts"]), str(event["epoch"]))
+        self.fanout.broadcast(word)

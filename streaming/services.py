@@ -16,11 +16,12 @@ from django.db import DatabaseError
 
 from .closecodes import CloseCode
 from .fanout import Fanout
+from .history import History
 from .leadership import new_process_id
 from .presence import REPORT_INTERVAL, Presence
 from .recorder import ConnectionRecorder, mark_lost
 from .relay import Relay
-from .source import WordSource, build_word_source
+from .source import WordSource, build_history, build_word_source
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +55,7 @@ class Services:
         self.fanout = Fanout()
         self.presence = Presence(layer, self.process_id)
         self.recorder = ConnectionRecorder(self.process_id)
+        self.history: History = build_history()
         self.relay = Relay(layer, self.fanout, self.presence)
         await self.relay.join_groups()
         self._spawn(self.relay.run(), "relay")

@@ -11,6 +11,7 @@ from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
 from .groups import WORD_TICK, WORDS_GROUP
+from .history import History, LocalHistory, RedisHistory, Word, history_length
 from .leadership import Leadership, LocalLeadership, RedisLeadership
 from .words import Vocabulary
 
@@ -94,21 +95,18 @@ class WordSource:
                 )
                 tick += missed
                 continue
-            seq = await self.leadership.next_seq(self.last_seq)
-            if seq is None:
+            word = await self.leadership.next_tick(
+                self.vocabulary.draw(), int(time.time() * 1000), self.last_seq
+            )
+            if word is None:
                 return
-            await self.publish(seq)
-            self.last_seq = seq
+            await self.publish(word)
+            self.last_seq = word.seq
             tick += 1
 
-    async def publish(self, seq: int) -> None:
-        """Send one word with this seq to every server process."""
-        event = {
-            "type": WORD_TICK,
-            "word": self.vocabulary.draw(),
-            "seq": seq,
-            "ts": int(time.time() * 1000),
-        }
+    async def publish(self, word: Word) -> None:
+        """Send one numbered word to every server process."""
+        event = {"type": WORD_TICK, **word.frame()}
         await self.channel_layer.group_send(WORDS_GROUP, event)
 
     async def _release(self) -> None:
@@ -120,12 +118,40 @@ class WordSource:
             )
 
 
+# The history of a deployment that is one process, shared by its candidates
+# and read by its consumers.
+_local_history: LocalHistory | None = None
+
+
+def local_history() -> LocalHistory:
+    global _local_history
+    if _local_history is None:
+        _local_history = LocalHistory(
+            history_length(settings.WORD_INTERVAL, settings.WORD_HISTORY_SECONDS)
+        )
+    return _local_history
+
+
+def reset_local_history() -> None:
+    """Forget the in-memory history, as a restart of the process would."""
+    global _local_history
+    _local_history = None
+
+
 def build_leadership(process_id: str) -> Leadership:
     if not settings.REDIS_URL:
-        return LocalLeadership()
+        return LocalLeadership(local_history())
     redis = Redis.from_url(settings.REDIS_URL)
     lock_ttl = max(MIN_LOCK_TTL, 3 * settings.WORD_INTERVAL)
-    return RedisLeadership(redis, process_id, lock_ttl)
+    length = history_length(settings.WORD_INTERVAL, settings.WORD_HISTORY_SECONDS)
+    return RedisLeadership(redis, process_id, lock_ttl, length)
+
+
+def build_history() -> History:
+    """Return the history that this deployment's word source writes."""
+    if not settings.REDIS_URL:
+        return local_history()
+    return RedisHistory(Redis.from_url(settings.REDIS_URL))
 
 
 def build_word_source(channel_layer: Any, process_id: str) -> WordSource:

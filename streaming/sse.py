@@ -5,7 +5,10 @@ import json
 import logging
 from collections.abc import AsyncIterator
 
+from .fanout import Fanout
+from .history import History, Word
 from .presence import Presence
+from .recovery import ResumePoint, is_newer, last_seen, recover
 
 logger = logging.getLogger(__name__)
 
@@ -17,8 +20,14 @@ HEARTBEAT_INTERVAL = 10.0
 MIN_EVENT_GAP = 0.1
 
 
-def format_event(data: dict[str, object]) -> bytes:
-    return f"data: {json.dumps(data)}\n\n".encode()
+def format_event(data: dict[str, object], event_id: str | None = None) -> bytes:
+    """Return one event; an id is what EventSource sends back as Last-Event-ID."""
+    id_line = f"id: {event_id}\n" if event_id is not None else ""
+    return f"{id_line}data: {json.dumps(data)}\n\n".encode()
+
+
+def format_word(word: Word) -> bytes:
+    return format_event(word.frame(), f"{word.epoch}:{word.seq}")
 
 
 HEARTBEAT = b": heartbeat\n\n"
@@ -44,3 +53,68 @@ async def connection_count_events(presence: Presence) -> AsyncIterator[bytes]:
                 await asyncio.wait_for(changed.wait(), HEARTBEAT_INTERVAL)
             except TimeoutError:
                 yield HEARTBEAT
+
+
+class WordStream:
+    """A fan-out subscriber that queues words for one event stream.
+
+    A client whose queue holds WS_MAX_BACKLOG words it has not taken is
+    ended, as a WebSocket client that far behind is closed.
+    """
+
+    def __init__(self, max_backlog: int) -> None:
+        self.words: asyncio.Queue[Word | None] = asyncio.Queue(max_backlog + 1)
+        self.max_backlog = max_backlog
+        self.ended = False
+
+    def offer(self, message: object, word: Word) -> bool:
+        if self.ended:
+            return False
+        if self.words.qsize() >= self.max_backlog:
+            logger.warning(
+                "ending a word event stream: %d words behind", self.max_backlog
+            )
+            self.close_soon(0)
+            return False
+        self.words.put_nowait(word)
+        return True
+
+    def close_soon(self, code: int) -> None:
+        """End the stream after the words already queued."""
+        self.ended = True
+        self.words.put_nowait(None)
+
+
+async def word_events(
+    fanout: Fanout, history: History, point: ResumePoint | None, max_backlog: int
+) -> AsyncIterator[bytes]:
+    """Yield the words missed since point, if any, then each live word.
+
+    The stream joins the fan-out before it reads the history, so no word
+    falls between the two; words it already sent are skipped.
+    """
+    stream = WordStream(max_backlog)
+    fanout.add(stream)
+    try:
+        last = None
+        if point is not None:
+            notice, missed = await recover(history, point)
+            last = last_seen(point)
+            if not notice["recovered"]:
+                yield format_event(notice)
+            for word in missed:
+                yield format_word(word)
+                last = word
+        while True:
+            try:
+                word = await asyncio.wait_for(stream.words.get(), HEARTBEAT_INTERVAL)
+            except TimeoutError:
+                yield HEARTBEAT
+                continue
+            if word is None:
+                return
+            if is_newer(word, last):
+                last = word
+                yield format_word(word)
+    finally:
+        fanout.discard(stream)

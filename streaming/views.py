@@ -2,6 +2,7 @@
 
 import logging
 import mimetypes
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 from django.conf import settings
@@ -17,8 +18,9 @@ from django.views.decorators.csrf import csrf_exempt
 from django.views.decorators.http import require_GET
 from prometheus_client import CONTENT_TYPE_LATEST, generate_latest
 
+from .recovery import resume_point_from_event_id, resume_point_from_query
 from .services import services
-from .sse import connection_count_events
+from .sse import connection_count_events, word_events
 
 logger = logging.getLogger(__name__)
 
@@ -77,9 +79,24 @@ def static_asset(request: HttpRequest, path: str) -> HttpResponse:
 @require_GET
 async def connection_events(request: HttpRequest) -> StreamingHttpResponse:
     """Stream the deployment's WebSocket client count as Server-Sent Events."""
-    response = StreamingHttpResponse(
-        connection_count_events(services.presence), content_type="text/event-stream"
+    return event_stream_response(connection_count_events(services.presence))
+
+
+@csrf_exempt
+@require_GET
+async def word_event_stream(request: HttpRequest) -> StreamingHttpResponse:
+    """Stream the words as Server-Sent Events, resuming after Last-Event-ID."""
+    point = resume_point_from_event_id(request.headers.get("Last-Event-ID"))
+    if point is None:
+        point = resume_point_from_query(request.META.get("QUERY_STRING", "").encode())
+    events = word_events(
+        services.fanout, services.history, point, settings.WS_MAX_BACKLOG
     )
+    return event_stream_response(events)
+
+
+def event_stream_response(events: AsyncIterator[bytes]) -> StreamingHttpResponse:
+    response = StreamingHttpResponse(events, content_type="text/event-stream")
     response["Cache-Control"] = "no-cache"
     # nginx reads this and passes each event on at once instead of buffering.
     response["X-Accel-Buffering"] = "no"

@@ -4,8 +4,8 @@ import subprocess
 
 import pytest
 
-from streaming.leadership import LocalLeadership
 from streaming.services import services as process_services
+from streaming.source import reset_local_history
 
 from .database import is_postgres, recreate_postgres_database
 from .servers import PYTHON, ROOT, RedisServer, ServerProcess, free_port, server_command
@@ -104,8 +104,7 @@ def start_word_worker(tmp_path, server_env):
 async def services(settings):
     """This process's streaming services on the in-memory channel layer."""
     settings.WORD_INTERVAL = 0.05
-    LocalLeadership._holder = None
-    LocalLeadership._seq = 0
+    reset_local_history()
     await process_services.start()
     yield process_services
     await process_services.stop()

@@ -33,7 +33,7 @@ async def test_client_receives_consecutive_words(services):
     connected, _ = await client.connect(timeout=TIMEOUT)
     assert connected
     frames = [await receive_word(client) for _ in range(4)]
-    assert [sorted(frame) for frame in frames] == [["seq", "ts", "word"]] * 4
+    assert [sorted(frame) for frame in frames] == [["epoch", "seq", "ts", "word"]] * 4
     seqs = [frame["seq"] for frame in frames]
     assert seqs == list(range(seqs[0], seqs[0] + 4))
     assert all(isinstance(frame["word"], str) and frame["word"] for frame in frames)
@@ -64,7 +64,7 @@ async def test_client_messages_are_ignored(services):
     await client.send_to(text_data=json.dumps({"word": "forged", "seq": 0}))
     frames = [await receive_word(client) for _ in range(3)]
     assert all(frame["word"] != "forged" for frame in frames)
-    assert all(set(frame) == {"word", "seq", "ts"} for frame in frames)
+    assert all(set(frame) == {"word", "seq", "ts", "epoch"} for frame in frames)
     assert len(services.fanout) == 1
     await client.disconnect()
 

@@ -3,6 +3,7 @@ import asyncio
 import pytest
 
 from streaming.fanout import Fanout, start_eagerly
+from streaming.history import Word
 
 
 async def finishes_at_once(log):
@@ -76,7 +77,7 @@ class RecordingSubscriber:
         self.accept = accept
         self.fail = fail
 
-    def offer(self, message):
+    def offer(self, message, word):
         if self.fail:
             raise ConnectionResetError("reset by peer")
         self.messages.append(message)
@@ -91,11 +92,11 @@ def test_broadcast_encodes_frame_once_per_tick():
     subscribers = [RecordingSubscriber() for _ in range(3)]
     for subscriber in subscribers:
         fanout.add(subscriber)
-    fanout.broadcast({"word": "harbour", "seq": 7, "ts": 1000})
+    fanout.broadcast(Word("harbour", 7, 1000, "e1"))
     messages = [subscriber.messages[0] for subscriber in subscribers]
     assert messages[0] == {
         "type": "websocket.send",
-        "text": '{"word": "harbour", "seq": 7, "ts": 1000}',
+        "text": '{"word": "harbour", "seq": 7, "ts": 1000, "epoch": "e1"}',
     }
     assert all(message is messages[0] for message in messages)
 
@@ -105,10 +106,10 @@ def test_failing_subscriber_is_removed_and_others_served():
     broken, healthy = RecordingSubscriber(fail=True), RecordingSubscriber()
     fanout.add(broken)
     fanout.add(healthy)
-    fanout.broadcast({"word": "a", "seq": 1, "ts": 1})
-    fanout.broadcast({"word": "b", "seq": 2, "ts": 2})
+    fanout.broadcast(Word("a", 1, 1, "e1"))
+    fanout.broadcast(Word("b", 2, 2, "e1"))
     assert len(fanout) == 1
     assert [m["text"] for m in healthy.messages] == [
-        '{"word": "a", "seq": 1, "ts": 1}',
-        '{"word": "b", "seq": 2, "ts": 2}',
+        '{"word": "a", "seq": 1, "ts": 1, "epoch": "e1"}',
+        '{"word": "b", "seq": 2, "ts": 2, "epoch": "e1"}',
     ]

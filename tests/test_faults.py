@@ -264,7 +264,7 @@ async def test_bad_input_is_rejected(serve_with_watcher):
             await binary.send(b"\x00\xff" * 100)
             await binary.send("plain text")
             frames = await receive_words(binary, 2)
-            assert all(set(frame) == {"word", "seq", "ts"} for frame in frames)
+            assert all(set(frame) == {"word", "seq", "ts", "epoch"} for frame in frames)
 
         async with ws_connect(server.ws_url) as invalid:
             await invalid.send(b"\xc3\x28 invalid utf-8", text=True)

@@ -131,7 +131,7 @@ async def test_first_request_websocket_gets_words(stack, kind):
     # No HTTP request has reached the proxy before this handshake.
     async with ws_connect(stack.proxy(kind).ws_url) as ws:
         frames = await receive_words(ws, 3)
-    assert [set(frame) for frame in frames] == [{"word", "seq", "ts"}] * 3
+    assert [set(frame) for frame in frames] == [{"word", "seq", "ts", "epoch"}] * 3
     seqs = [frame["seq"] for frame in frames]
     assert seqs == list(range(seqs[0], seqs[0] + 3))
 

@@ -5,6 +5,12 @@ import pytest
 from redis.asyncio import Redis
 
 from streaming.groups import WORD_TICK, WORDS_GROUP
+from streaming.history import (
+    EPOCH_KEY,
+    HISTORY_KEY,
+    LocalHistory,
+    RedisHistory,
+)
 from streaming.leadership import LOCK_KEY, SEQ_KEY, LocalLeadership, RedisLeadership
 from streaming.source import WordSource
 from streaming.words import Vocabulary
@@ -23,10 +29,12 @@ class RecordingLayer:
             await asyncio.sleep(self.work)
 
 
-@pytest.fixture(autouse=True)
-def reset_local_leadership():
-    LocalLeadership._holder = None
-    LocalLeadership._seq = 0
+def local_leadership():
+    return LocalLeadership(LocalHistory(100))
+
+
+def redis_leadership(redis, name, lock_ttl, length=100):
+    return RedisLeadership(redis, name, lock_ttl, length)
 
 
 def vocabulary():
@@ -46,7 +54,7 @@ async def test_ticks_do_not_drift_under_slow_work():
     # Each publish takes 60% of the interval: a sleep of one interval after
     # each tick would fall behind by 0.6 s over 20 ticks.
     layer = RecordingLayer(work=0.03)
-    source = WordSource(layer, LocalLeadership(), vocabulary(), interval, "test")
+    source = WordSource(layer, local_leadership(), vocabulary(), interval, "test")
     await run_for(source, 21.5 * interval)
     times = [sent[0] for sent in layer.sent]
     assert len(times) == 22
@@ -56,7 +64,7 @@ async def test_ticks_do_not_drift_under_slow_work():
 
 async def test_word_events_have_consecutive_seq():
     layer = RecordingLayer()
-    source = WordSource(layer, LocalLeadership(), vocabulary(), 0.01, "test")
+    source = WordSource(layer, local_leadership(), vocabulary(), 0.01, "test")
     await run_for(source, 0.2)
     events = [message for _, _, message in layer.sent]
     assert {group for _, group, _ in layer.sent} == {WORDS_GROUP}
@@ -68,7 +76,7 @@ async def test_word_events_have_consecutive_seq():
 async def test_late_ticks_are_skipped_not_bunched():
     layer = RecordingLayer()
     interval = 0.05
-    source = WordSource(layer, LocalLeadership(), vocabulary(), interval, "test")
+    source = WordSource(layer, local_leadership(), vocabulary(), interval, "test")
     task = asyncio.create_task(source.run())
     await asyncio.sleep(0.12)
     # Block the event loop for six intervals, as a stalled process would.
@@ -85,14 +93,28 @@ async def test_late_ticks_are_skipped_not_bunched():
 
 
 async def test_local_leadership_has_one_leader():
-    first, second = LocalLeadership(), LocalLeadership()
+    history = LocalHistory(10)
+    first, second = LocalLeadership(history), LocalLeadership(history)
     assert await first.acquire()
     assert not await second.acquire()
-    assert await second.next_seq(0) is None
-    assert await first.next_seq(0) == 1
+    assert await second.next_tick("a", 1, 0) is None
+    assert (await first.next_tick("a", 1, 0)).seq == 1
     await first.release()
     assert await second.acquire()
-    assert await second.next_seq(0) == 2
+    word = await second.next_tick("b", 2, 0)
+    assert (word.word, word.seq, word.ts, word.epoch) == ("b", 2, 2, history.epoch)
+
+
+async def test_local_history_keeps_the_last_words():
+    history = LocalHistory(3)
+    for n in range(5):
+        history.record(f"w{n}", n, 0)
+    recovery = await history.since(3)
+    assert [word.seq for word in recovery.words] == [4, 5]
+    assert recovery.oldest_seq == 3
+    assert recovery.is_complete(3)
+    assert recovery.is_complete(2)
+    assert not recovery.is_complete(1)
 
 
 @pytest.fixture
@@ -103,32 +125,32 @@ async def redis(redis_server):
 
 
 async def test_redis_leadership_has_one_leader(redis):
-    first = RedisLeadership(redis, "first", lock_ttl=2)
-    second = RedisLeadership(redis, "second", lock_ttl=2)
+    first = redis_leadership(redis, "first", lock_ttl=2)
+    second = redis_leadership(redis, "second", lock_ttl=2)
     assert await first.acquire()
     assert not await second.acquire()
     assert await first.acquire()  # renewing the own lock succeeds
-    assert await first.next_seq(0) == 1
-    assert await second.next_seq(0) is None
-    assert await first.next_seq(1) == 2
+    assert (await first.next_tick("a", 10, 0)).seq == 1
+    assert await second.next_tick("b", 11, 0) is None
+    assert (await first.next_tick("c", 12, 1)).seq == 2
     assert await redis.get(LOCK_KEY) == b"first"
 
 
 async def test_redis_leadership_taken_over_after_expiry(redis):
-    dead = RedisLeadership(redis, "dead", lock_ttl=0.3)
-    successor = RedisLeadership(redis, "successor", lock_ttl=0.3)
+    dead = redis_leadership(redis, "dead", lock_ttl=0.3)
+    successor = redis_leadership(redis, "successor", lock_ttl=0.3)
     assert await dead.acquire()
-    assert await dead.next_seq(0) == 1
+    assert (await dead.next_tick("a", 1, 0)).seq == 1
     # The holder stops renewing, as a killed process would.
     await asyncio.sleep(0.4)
     assert await successor.acquire()
-    assert await successor.next_seq(0) == 2
-    assert await dead.next_seq(1) is None
+    assert (await successor.next_tick("b", 2, 0)).seq == 2
+    assert await dead.next_tick("c", 3, 1) is None
 
 
 async def test_redis_leadership_release_frees_lock(redis):
-    leader = RedisLeadership(redis, "leader", lock_ttl=30)
-    other = RedisLeadership(redis, "other", lock_ttl=30)
+    leader = redis_leadership(redis, "leader", lock_ttl=30)
+    other = redis_leadership(redis, "other", lock_ttl=30)
     assert await leader.acquire()
     await other.release()  # releasing a lock held by another does nothing
     assert await redis.get(LOCK_KEY) == b"leader"
@@ -138,20 +160,50 @@ async def test_redis_leadership_release_frees_lock(redis):
 
 
 async def test_redis_seq_continues_after_data_loss(redis):
-    leader = RedisLeadership(redis, "leader", lock_ttl=30)
+    leader = redis_leadership(redis, "leader", lock_ttl=30)
     assert await leader.acquire()
     await redis.set(SEQ_KEY, 41)
-    assert await leader.next_seq(41) == 42
+    assert (await leader.next_tick("a", 1, 41)).seq == 42
     await redis.delete(SEQ_KEY)
     # The counter is gone, as after a Redis restart; seq still increases.
-    assert await leader.next_seq(42) == 43
+    assert (await leader.next_tick("b", 2, 42)).seq == 43
+
+
+async def test_redis_history_is_bounded_and_read_back(redis):
+    leader = redis_leadership(redis, "leader", lock_ttl=30, length=4)
+    assert await leader.acquire()
+    words = [await leader.next_tick(f"w{n}", 1000 + n, 0) for n in range(6)]
+    epochs = {word.epoch for word in words}
+    assert len(epochs) == 1
+    assert await redis.zcard(HISTORY_KEY) == 4
+    recovery = await RedisHistory(redis).since(3)
+    assert recovery.epoch == words[0].epoch
+    assert recovery.oldest_seq == 3
+    assert [(w.word, w.seq, w.ts) for w in recovery.words] == [
+        ("w3", 4, 1003),
+        ("w4", 5, 1004),
+        ("w5", 6, 1005),
+    ]
+    assert not recovery.is_complete(1)
+
+
+async def test_redis_epoch_changes_when_history_is_lost(redis):
+    leader = redis_leadership(redis, "leader", lock_ttl=30)
+    assert await leader.acquire()
+    before = await leader.next_tick("a", 1, 0)
+    await redis.flushall()  # what a restart without persistence leaves
+    assert await leader.acquire()
+    after = await leader.next_tick("b", 2, before.seq)
+    assert after.epoch != before.epoch
+    assert after.seq == before.seq + 1
+    assert await redis.get(EPOCH_KEY) == after.epoch.encode()
 
 
 async def test_two_sources_publish_one_stream(redis):
     layer = RecordingLayer()
     sources = [
         WordSource(
-            layer, RedisLeadership(redis, name, lock_ttl=1), vocabulary(), 0.05, name
+            layer, redis_leadership(redis, name, lock_ttl=1), vocabulary(), 0.05, name
         )
         for name in ("one", "two")
     ]

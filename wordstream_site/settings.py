@@ -150,6 +150,8 @@ WORD_INTERVAL = env_seconds("WORD_INTERVAL", 1.0)
 # A plain-text file with one word per line to draw from instead of wonderwords'
 # built-in lists.
 WORD_LIST = os.environ.get("WORD_LIST", "")
+# Seconds of recent words kept for clients that resume after a reconnect.
+WORD_HISTORY_SECONDS = env_seconds("WORD_HISTORY_SECONDS", 300.0)
 # Run a word source candidate inside each server process. With REDIS_URL set,
 # a lock in Redis keeps one source active for the whole deployment.
 IN_PROCESS_WORD_SOURCE = env_bool("IN_PROCESS_WORD_SOURCE", True)

@@ -1,0 +1,114 @@
+"""The history of recent words, from which clients recover what they missed.
+
+The history holds at least the last WORD_HISTORY_SECONDS of words (300 by
+default), keyed by seq,
+in Redis when REDIS_URL is set and in this process's memory otherwise. Its
+epoch is a random id created with the history: when the history is lost
+(Redis restarted without persistence, or the single process restarted), the
+epoch changes, so a client can tell "nothing missed" from "history gone".
+"""
+
+import math
+import secrets
+from collections import deque
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from redis.asyncio import Redis
+
+HISTORY_KEY = "wordstream:history"
+EPOCH_KEY = "wordstream:epoch"
+
+
+@dataclass(frozen=True)
+class Word:
+    word: str
+    seq: int
+    ts: int
+    epoch: str
+
+    def frame(self) -> dict[str, Any]:
+        """Return the word as the JSON object clients receive."""
+        return {"word": self.word, "seq": self.seq, "ts": self.ts, "epoch": self.epoch}
+
+
+@dataclass(frozen=True)
+class Recovery:
+    """The history's answer to "what came after seq since?"."""
+
+    epoch: str
+    # Words after since, in seq order.
+    words: list[Word]
+    # The oldest seq the history still holds, or None when it is empty.
+    oldest_seq: int | None
+
+    def is_complete(self, since: int) -> bool:
+        """Return True when no word after since has left the history."""
+        return self.oldest_seq is None or self.oldest_seq <= since + 1
+
+
+def history_length(interval: float, seconds: float) -> int:
+    """Return how many words cover this many seconds at this interval."""
+    return math.ceil(seconds / interval) + 1
+
+
+def new_epoch() -> str:
+    return secrets.token_hex(8)
+
+
+def encode_entry(seq: int | str, ts: int | str, word: str) -> str:
+    # Words never contain whitespace (see words.is_streamable).
+    return f"{seq}\t{ts}\t{word}"
+
+
+def decode_entry(entry: bytes | str, epoch: str) -> Word:
+    text = entry.decode() if isinstance(entry, bytes) else entry
+    seq, ts, word = text.split("\t", 2)
+    return Word(word, int(seq), int(ts), epoch)
+
+
+class History(Protocol):
+    async def since(self, seq: int) -> Recovery:
+        """Return the epoch and the words after seq that the history holds."""
+        ...
+
+
+class LocalHistory:
+    """The history and seq counter of a deployment that is one process."""
+
+    def __init__(self, length: int) -> None:
+        self.epoch = new_epoch()
+        self.seq = 0
+        self.words: deque[Word] = deque(maxlen=length)
+        # The word source candidate that leads; all candidates of the
+        # process share this history.
+        self.leader: object | None = None
+
+    def record(self, word: str, ts: int, last_seq: int) -> Word:
+        """Number the next word and keep it; return it with its seq and epoch."""
+        self.seq = max(self.seq, last_seq) + 1
+        entry = Word(word, self.seq, ts, self.epoch)
+        self.words.append(entry)
+        return entry
+
+    async def since(self, seq: int) -> Recovery:
+        oldest = self.words[0].seq if self.words else None
+        missed = [word for word in self.words if word.seq > seq]
+        return Recovery(self.epoch, missed, oldest)
+
+
+class RedisHistory:
+    """Reads the history that the leading word source writes to Redis."""
+
+    def __init__(self, redis: Redis) -> None:
+        self.redis = redis
+
+    async def since(self, seq: int) -> Recovery:
+        async with self.redis.pipeline(transaction=True) as pipe:
+            pipe.get(EPOCH_KEY)
+            pipe.zrange(HISTORY_KEY, 0, 0, withscores=True)
+            pipe.zrangebyscore(HISTORY_KEY, f"({seq}", "+inf")
+            epoch_value, oldest, entries = await pipe.execute()
+        epoch = epoch_value.decode() if epoch_value else ""
+        oldest_seq = int(oldest[0][1]) if oldest else None
+        return Recovery(epoch, [decode_entry(e, epoch) for e in entries], oldest_seq)

@@ -1,0 +1,179 @@
+"""Resuming after a reconnect, over WebSocket and SSE, with real servers."""
+
+import asyncio
+import json
+
+import httpx
+import pytest
+
+from .clients import TIMEOUT, receive_words, ws_connect
+from .servers import RedisServer
+
+pytestmark = pytest.mark.slow
+
+# Long enough that a reconnect lands between two ticks with a wide margin.
+RECOVERY_INTERVAL = "0.5"
+
+
+async def read_json(ws) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+
+
+async def wait_for_seq(ws, seq: int) -> list[dict]:
+    """Receive frames until the one with this seq; return them all."""
+    frames = []
+    while not frames or frames[-1]["seq"] < seq:
+        frames.append(await read_json(ws))
+    return frames
+
+
+async def sse_events(response, count: int) -> list[tuple[str | None, dict]]:
+    """Read count data events as (id, data) pairs, skipping comments."""
+    events: list[tuple[str | None, dict]] = []
+    event_id = None
+    lines = response.aiter_lines()
+    while len(events) < count:
+        line = await asyncio.wait_for(anext(lines), TIMEOUT)
+        if line.startswith("id:"):
+            event_id = line.removeprefix("id:").strip()
+        elif line.startswith("data:"):
+            events.append((event_id, json.loads(line.removeprefix("data:"))))
+            event_id = None
+    return events
+
+
+@pytest.fixture
+def recovering_server(start_server, redis_server):
+    return start_server(
+        "serve", REDIS_URL=redis_server.url, WORD_INTERVAL=RECOVERY_INTERVAL
+    )
+
+
+async def missed_five(server) -> tuple[dict, list[dict]]:
+    """Disconnect a client for five ticks; return its last frame and what a
+    client that stayed saw meanwhile."""
+    async with ws_connect(server.ws_url) as clock:
+        async with ws_connect(server.ws_url) as leaving:
+            last = (await receive_words(leaving, 2))[-1]
+        seen = await wait_for_seq(clock, last["seq"] + 5)
+    return last, [frame for frame in seen if frame["seq"] > last["seq"]]
+
+
+async def test_ws_resume_gets_exactly_the_missed_words(recovering_server):
+    server = recovering_server
+    last, missed = await missed_five(server)
+    url = f"{server.ws_url}?since={last['seq']}&epoch={last['epoch']}"
+    async with ws_connect(url) as ws:
+        notice = await read_json(ws)
+        recovered = [await read_json(ws) for _ in range(notice["words"])]
+        live = [await read_json(ws) for _ in range(3)]
+    assert notice == {
+        "recovered": True,
+        "words": 5,
+        "since": last["seq"],
+        "epoch": last["epoch"],
+    }
+    assert recovered == missed[:5]
+    seqs = [frame["seq"] for frame in recovered + live]
+    assert seqs == list(range(last["seq"] + 1, last["seq"] + 9))
+
+
+async def test_sse_resume_with_last_event_id(recovering_server):
+    server = recovering_server
+    last, missed = await missed_five(server)
+    headers = {"Last-Event-ID": f"{last['epoch']}:{last['seq']}"}
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(TIMEOUT, read=None)) as client,
+        client.stream(
+            "GET", server.base_url + "/api/words", headers=headers
+        ) as response,
+    ):
+        assert response.headers["content-type"].startswith("text/event-stream")
+        assert response.headers["x-accel-buffering"] == "no"
+        events = await sse_events(response, 8)
+    ids = [event_id for event_id, _ in events]
+    words = [data for _, data in events]
+    assert words[:5] == missed[:5]
+    seqs = [word["seq"] for word in words]
+    assert seqs == list(range(last["seq"] + 1, last["seq"] + 9))
+    assert ids == [f"{word['epoch']}:{word['seq']}" for word in words]
+
+
+async def test_sse_without_resume_point_streams_live(recovering_server):
+    server = recovering_server
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(TIMEOUT, read=None)) as client,
+        client.stream("GET", server.base_url + "/api/words") as response,
+    ):
+        events = await sse_events(response, 2)
+    (first_id, first), (_, second) = events
+    assert second["seq"] == first["seq"] + 1
+    assert first_id == f"{first['epoch']}:{first['seq']}"
+
+
+@pytest.mark.parametrize(
+    ("query", "reason"),
+    [
+        ("since={seq}&epoch=not-the-epoch", "epoch changed"),
+        ("since=1&epoch={epoch}", "too old"),
+        ("since=abc&epoch={epoch}", "invalid resume point"),
+        ("since={seq}", "invalid resume point"),
+    ],
+)
+async def test_unrecoverable_resume_points(start_server, redis_server, query, reason):
+    # One second of history at five words a second: seq 1 is soon too old.
+    server = start_server(
+        "serve",
+        REDIS_URL=redis_server.url,
+        WORD_INTERVAL="0.2",
+        WORD_HISTORY_SECONDS="1",
+    )
+    async with ws_connect(server.ws_url) as ws:
+        frames = await wait_for_seq(ws, 12)
+    epoch = frames[-1]["epoch"]
+    url = server.ws_url + "?" + query.format(seq=frames[-1]["seq"], epoch=epoch)
+    async with ws_connect(url) as ws:
+        notice = await read_json(ws)
+        live = await read_json(ws)
+    assert notice["recovered"] is False
+    assert notice["reason"] == reason
+    assert live["seq"] > frames[-1]["seq"]
+    assert live["epoch"] == epoch
+
+
+async def test_redis_restart_changes_epoch(start_server, redis_server, tmp_path):
+    server = start_server("serve", REDIS_URL=redis_server.url, WORD_INTERVAL="0.2")
+    async with ws_connect(server.ws_url) as ws:
+        before = (await receive_words(ws, 2))[-1]
+    redis_server.stop()
+    (tmp_path / "second").mkdir()
+    restarted = RedisServer(tmp_path / "second", redis_server.port).start()
+    try:
+        async with ws_connect(server.ws_url) as clock:
+            # Wait for the first word of the new history.
+            fresh = await read_json(clock)
+            while fresh["epoch"] == before["epoch"]:
+                fresh = await read_json(clock)
+        url = f"{server.ws_url}?since={before['seq']}&epoch={before['epoch']}"
+        async with ws_connect(url) as ws:
+            notice = await read_json(ws)
+            after = await read_json(ws)
+    finally:
+        restarted.stop()
+    assert notice["recovered"] is False
+    assert notice["reason"] == "epoch changed"
+    assert notice["epoch"] == fresh["epoch"] != before["epoch"]
+    assert after["epoch"] == notice["epoch"]
+    assert after["seq"] > before["seq"]
+
+
+async def test_in_memory_history_resumes_under_runserver(start_server):
+    server = start_server("runserver", WORD_INTERVAL=RECOVERY_INTERVAL)
+    last, missed = await missed_five(server)
+    url = f"{server.ws_url}?since={last['seq']}&epoch={last['epoch']}"
+    async with ws_connect(url) as ws:
+        notice = await read_json(ws)
+        recovered = [await read_json(ws) for _ in range(notice["words"])]
+    assert notice["recovered"] is True
+    assert notice["words"] == 5
+    assert recovered == missed[:5]
