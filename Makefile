@@ -143,3 +143,13 @@ $(VENV)/.bench: $(VENV)/.runtime bench/requirements.txt
 
 $(BENCH_NODE_MODULES): bench/loadgen/package-lock.json
 	cd bench/loadgen && npm ci --no-audit --no-fund
+
+# The AsyncAPI specification's JSON schema, which the protocol tests
+# validate docs/asyncapi.yaml against.
+SCHEMAS_NODE_MODULES := tests/schemas/node_modules/.package-lock.json
+
+$(SCHEMAS_NODE_MODULES): tests/schemas/package-lock.json
+	cd tests/schemas && npm ci --no-audit --no-fund
+
+test: $(SCHEMAS_NODE_MODULES)
+test-python: $(SCHEMAS_NODE_MODULES)
