@@ -27,10 +27,10 @@ class WordConsumer(AsyncWebsocketConsumer):
     """Streams the deployment's words to one client.
 
     The consumer owns no channel layer channel: the process's relay receives
-    each word once and the fan-out offers it to every consumer. Frames that
-    cannot go out at once, because the client has not read the previous
-    ones, wait in a backlog; a client more than WS_MAX_BACKLOG frames behind
-    is closed with 1013. Client messages are ignored, but a client that sends
+    each word once and the fan-out offers it to every consumer. A frame that
+    cannot go out at once waits in a backlog, because the client has not read
+    the previous ones. A client more than WS_MAX_BACKLOG frames behind is
+    closed with 1013. Client messages are ignored, but a client that sends
     more than WS_MAX_CLIENT_MESSAGES_PER_SECOND is closed with 1008.
     """
 
@@ -53,8 +53,8 @@ class WordConsumer(AsyncWebsocketConsumer):
         self._rate_window = (0, 0)  # (second, messages in it)
         self._last_word: Word | None = None
         resume_point = resume_point_from_query(self.scope.get("query_string", b""))
-        # Live words held back while a recovery is sent, or None.
-        self._held: list[tuple[dict[str, Any], Word]] | None = (
+        # Live words that arrive while a recovery is sent, or None.
+        self._deferred: list[tuple[dict[str, Any], Word]] | None = (
             [] if resume_point else None
         )
         await self.accept()
@@ -73,8 +73,8 @@ class WordConsumer(AsyncWebsocketConsumer):
             await self.send(text_data=json.dumps(word.frame()))
             self.words_delivered += 1
             self._last_word = word
-        held, self._held = self._held or [], None
-        for message, word in held:
+        deferred, self._deferred = self._deferred or [], None
+        for message, word in deferred:
             self.offer(message, word)
 
     async def receive(
@@ -92,7 +92,7 @@ class WordConsumer(AsyncWebsocketConsumer):
             await self.close(code=CloseCode.POLICY_VIOLATION)
 
     async def disconnect(self, code: int) -> None:
-        """Called once the socket has closed, whoever closed it."""
+        """Called once the socket has closed, by the client or by the server."""
         if not hasattr(self, "connection_id"):
             return
         services.fanout.discard(self)
@@ -109,8 +109,8 @@ class WordConsumer(AsyncWebsocketConsumer):
         """
         if self._closing:
             return False
-        if self._held is not None:
-            self._held.append((message, word))
+        if self._deferred is not None:
+            self._deferred.append((message, word))
             return True
         if not is_newer(word, self._last_word):
             return True

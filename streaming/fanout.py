@@ -35,8 +35,8 @@ def start_eagerly(send: Coroutine[Any, Any, None]) -> asyncio.Task[None] | None:
     """Run a send coroutine until it completes or first has to wait.
 
     An ASGI send to a socket with room in its buffer completes without
-    waiting, and then no task is created; that is the common case, and it
-    keeps a tick to ten thousand clients cheap. A send that waits (uvicorn
+    waiting, and then no task is created. That is the common case, so a tick
+    to ten thousand clients stays cheap. A send that waits (uvicorn
     waits while the transport's buffer is over its high-water mark) goes on
     in a task, which is returned, so one slow client never holds up the rest.
     """

@@ -34,7 +34,7 @@ class Word:
 
 @dataclass(frozen=True)
 class Recovery:
-    """The history's answer to "what came after seq since?"."""
+    """The words after a given seq that the history contains, with its epoch."""
 
     epoch: str
     # Words after since, in seq order.

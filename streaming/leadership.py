@@ -1,4 +1,4 @@
-"""Who may publish words: exactly one word source per deployment leads at a time."""
+"""Leadership of the word source: one candidate per deployment publishes at a time."""
 
 import asyncio
 import logging

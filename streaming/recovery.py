@@ -20,7 +20,7 @@ logger = logging.getLogger(__name__)
 
 
 class Reason:
-    """Why a stream could not be recovered, as sent in the notice."""
+    """The reasons a recovery notice gives when a stream cannot be recovered."""
 
     # The epoch differs: the history was lost, or the client saw another one.
     EPOCH_CHANGED = "epoch changed"

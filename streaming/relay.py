@@ -82,7 +82,7 @@ class Relay:
     async def _relay_word(self, event: dict[str, Any]) -> None:
         seq = int(event["seq"])
         if seq == self.last_seq:
-            # A repeated delivery: each word reaches a client at most once.
+            # A repeated delivery is dropped, so no client gets a seq twice.
             logger.debug("relay %s: dropped repeated seq %d", self.channel_name, seq)
             return
         self.last_seq = seq

@@ -29,9 +29,9 @@ logger = logging.getLogger(__name__)
 class Services:
     """The relay, presence, recorder and word source of this process.
 
-    start() and stop() may each be called any number of times; the ASGI
-    application calls start() on lifespan startup and, for servers without
-    lifespan events such as daphne, before handling the first connection.
+    start() and stop() may each be called any number of times. The ASGI
+    application calls start() on lifespan startup, and before the first
+    connection for servers without lifespan events, such as daphne.
     """
 
     def __init__(self) -> None:

@@ -350,3 +350,49 @@ def test_check_deploy_passes(server_env):
     )
     assert result.returncode == 0, result.stderr
     assert "no issues" in result.stdout
+
+
+BURST_CLIENTS = """
+import asyncio, sys
+from websockets.asyncio.client import connect
+
+async def main(url, origin, count):
+    clients = await asyncio.gather(
+        *(connect(url, origin=origin, open_timeout=30) for _ in range(count))
+    )
+    print(len(clients), flush=True)
+    await asyncio.gather(*(client.close() for client in clients))
+
+asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3])))
+"""
+
+
+async def test_connect_burst_does_not_delay_words(start_server, redis_server):
+    server = start_server("serve", REDIS_URL=redis_server.url, WORD_INTERVAL="1.0")
+    async with ws_connect(server.ws_url) as watcher:
+        await receive_words(watcher, 1)
+        # The burst comes from another process, so that this one only reads.
+        burst = await asyncio.create_subprocess_exec(
+            PYTHON,
+            "-c",
+            BURST_CLIENTS,
+            server.ws_url,
+            server.base_url,
+            "1000",
+            stdout=subprocess.PIPE,
+        )
+        arrivals = []
+        while burst.returncode is None:
+            frame = json.loads(await asyncio.wait_for(watcher.recv(), 5))
+            arrivals.append((time.time(), frame))
+            if burst.stdout.at_eof():
+                await burst.wait()
+        output = (await burst.stdout.read()).decode()
+    assert burst.returncode == 0
+    assert "1000" in output
+    seqs = [frame["seq"] for _, frame in arrivals]
+    assert seqs == list(range(seqs[0], seqs[0] + len(seqs)))
+    # The handshakes share the event loop with the fan-out, so a tick may wait
+    # behind some of them, but never for a database write: rows are batched.
+    delays = [arrived - frame["ts"] / 1000 for arrived, frame in arrivals]
+    assert max(delays) < 0.5, f"delays {delays}"
