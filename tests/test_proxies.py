@@ -144,10 +144,13 @@ async def test_page_files_are_served_exactly(stack, kind):
         assert page.content == (SHARED / "index.html").read_bytes()
         assert page.headers["content-type"].startswith("text/html")
         assert page.headers["content-security-policy"] == CONTENT_SECURITY_POLICY
-        for path in sorted(SHARED.iterdir()):
-            response = await client.get("/" + path.name)
-            assert response.status_code == 200, path.name
-            assert response.content == path.read_bytes(), path.name
+        files = sorted(path for path in SHARED.rglob("*") if path.is_file())
+        assert files
+        for path in files:
+            name = path.relative_to(SHARED).as_posix()
+            response = await client.get("/" + name)
+            assert response.status_code == 200, name
+            assert response.content == path.read_bytes(), name
 
 
 async def test_sse_counts_clients_of_both_proxies(stack):
