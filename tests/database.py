@@ -31,14 +31,20 @@ def recreate_postgres_database(url: str, name: str) -> str:
     return urlunsplit(parts._replace(path="/" + name))
 
 
-def fetch_rows(url: str, query: str) -> list[tuple]:
-    """Run a read-only query on the database at url and return its rows."""
+def fetch_rows(url: str, query: str, params: tuple | None = None) -> list[tuple]:
+    """Run a read-only query on the database at url and return its rows.
+
+    With params, placeholders are written %s, psycopg's style, for both kinds
+    of database. Without, a % in the query is a literal character.
+    """
     if is_postgres(url):
         with psycopg.connect(url) as connection:
-            return connection.execute(query).fetchall()
+            return connection.execute(query, params).fetchall()
     path = url.removeprefix("sqlite:///")
     connection = sqlite3.connect(f"file:{path}?mode=ro", uri=True)
     try:
-        return connection.execute(query).fetchall()
+        if params is None:
+            return connection.execute(query).fetchall()
+        return connection.execute(query.replace("%s", "?"), params).fetchall()
     finally:
         connection.close()

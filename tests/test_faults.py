@@ -4,7 +4,6 @@ import asyncio
 import json
 import signal
 import socket
-import sqlite3
 import struct
 import subprocess
 import sys
@@ -16,6 +15,7 @@ import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
 from .clients import EventStream, metric_value, receive_words, ws_connect
+from .database import fetch_rows
 from .servers import PYTHON, ROOT, RedisServer, wait_until
 
 pytestmark = pytest.mark.slow
@@ -30,12 +30,11 @@ def rss_kb(pid: int) -> int:
 
 
 def rows_by_agent(database_url: str, agent: str) -> list[tuple]:
-    path = database_url.removeprefix("sqlite:///")
-    with sqlite3.connect(path) as db:
-        return db.execute(
-            "SELECT state, close_code FROM streaming_connection WHERE user_agent = ?",
-            (agent,),
-        ).fetchall()
+    return fetch_rows(
+        database_url,
+        "SELECT state, close_code FROM streaming_connection WHERE user_agent = %s",
+        (agent,),
+    )
 
 
 def reset_connection(ws) -> None:
