@@ -8,6 +8,7 @@ urlpatterns = [
     path("", views.index, name="index"),
     path("admin/", admin.site.urls),
     path("api/connections", views.connection_events, name="connection-events"),
+    path("api/words", views.word_event_stream, name="word-events"),
     path("healthz", views.healthz, name="healthz"),
     path("metrics", views.metrics, name="metrics"),
     re_path(
