@@ -30,10 +30,9 @@ WARMUP_SSE_CLIENTS = 2
 # Seconds to wait after the warm-up clients close before the idle RSS is read.
 IDLE_PAUSE = 2.0
 # Other work on the machine distorts the figures: before the clients open, the
-# run waits up to QUIET_TIMEOUT seconds for the whole machine to use at most
-# QUIET_CORES, the idle server included.
+# run waits up to Point.quiet_timeout seconds for the whole machine to use at
+# most QUIET_CORES, the idle server included.
 QUIET_CORES = 0.3
-QUIET_TIMEOUT = 180.0
 
 
 @dataclass
@@ -46,6 +45,7 @@ class Point:
     deflate: bool
     ticks: int
     interval: float
+    quiet_timeout: float = 0.0
 
 
 @dataclass
@@ -78,7 +78,7 @@ class Measurement:
             self._start()
             assert self.server is not None
             idle = self._idle_rss()
-            busy = wait_for_quiet_machine(QUIET_CORES, QUIET_TIMEOUT)
+            busy = wait_for_quiet_machine(QUIET_CORES, self.point.quiet_timeout)
             if busy > QUIET_CORES:
                 progress(
                     f"warning: the machine is busy ({busy:.2f} cores) before the run"

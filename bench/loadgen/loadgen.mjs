@@ -80,6 +80,8 @@ const DRAIN_MS = Math.max(5000, 3 * config.intervalMs);
 const LOOP_DELAY_RESOLUTION_MS = 10;
 // Milliseconds to wait for the caller's line after window_end.
 const ACK_TIMEOUT_MS = 60000;
+// Milliseconds to wait for the first frame once the window is armed.
+const FIRST_FRAME_TIMEOUT_MS = Math.max(10000, 5 * config.intervalMs);
 // Milliseconds to wait before a failed connection attempt is repeated.
 const RETRY_DELAY_MS = 200;
 // The whole run stops by itself after this many milliseconds.
@@ -330,6 +332,13 @@ function openEventStreams() {
     function open() {
       pending += 1;
       let first = true;
+      const timer = setTimeout(() => {
+        if (!first) return;
+        first = false;
+        countError('sse first event timed out');
+        counters.sseFailed += 1;
+        settleOne();
+      }, config.connectTimeoutMs);
       const request = http.get(
         url,
         { agent: false, headers: { Accept: 'text/event-stream', Origin: config.origin } },
@@ -347,6 +356,7 @@ function openEventStreams() {
             counters.sseEvents += events;
             if (first && events > 0) {
               first = false;
+              clearTimeout(timer);
               settleOne();
             }
           });
@@ -379,6 +389,7 @@ function measureWindow() {
     let resolved = false;
 
     measured.onStart = () => {
+      clearTimeout(noFrames);
       setTimeout(() => {
         marks.startCpu = cpuSeconds();
         marks.startMs = performance.now();
@@ -402,6 +413,12 @@ function measureWindow() {
       if (marks.endMs !== 0) finish();
     };
     measured.armed = true;
+    const noFrames = setTimeout(() => {
+      if (measured.firstSeq !== 0) return;
+      process.stderr.write(`loadgen: no frame arrived within ${FIRST_FRAME_TIMEOUT_MS} ms\n`);
+      shutDown();
+      process.exit(4);
+    }, FIRST_FRAME_TIMEOUT_MS);
 
     /** @param {number} ms */
     function finishAfter(ms) {
