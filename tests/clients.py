@@ -87,3 +87,40 @@ def metric_value(base_url: str, name: str) -> float:
         if line.startswith(name + " "):
             return float(line.split()[1])
     raise KeyError(f"metric {name} not found on {base_url}/metrics")
+
+
+async def read_json(ws) -> dict:
+    return json.loads(await asyncio.wait_for(ws.recv(), TIMEOUT))
+
+
+async def wait_for_seq(ws, seq: int) -> list[dict]:
+    """Receive frames until the one with this seq; return them all."""
+    frames = []
+    while not frames or frames[-1]["seq"] < seq:
+        frames.append(await read_json(ws))
+    return frames
+
+
+async def sse_events(response, count: int) -> list[tuple[str | None, dict]]:
+    """Read count data events as (id, data) pairs, skipping comments."""
+    events: list[tuple[str | None, dict]] = []
+    event_id = None
+    lines = response.aiter_lines()
+    while len(events) < count:
+        line = await asyncio.wait_for(anext(lines), TIMEOUT)
+        if line.startswith("id:"):
+            event_id = line.removeprefix("id:").strip()
+        elif line.startswith("data:"):
+            events.append((event_id, json.loads(line.removeprefix("data:"))))
+            event_id = None
+    return events
+
+
+async def missed_five(server) -> tuple[dict, list[dict]]:
+    """Disconnect a client for five ticks; return its last frame and what a
+    client that stayed saw meanwhile."""
+    async with ws_connect(server.ws_url) as clock:
+        async with ws_connect(server.ws_url) as leaving:
+            last = (await receive_words(leaving, 2))[-1]
+        seen = await wait_for_seq(clock, last["seq"] + 5)
+    return last, [frame for frame in seen if frame["seq"] > last["seq"]]

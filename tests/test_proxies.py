@@ -18,7 +18,15 @@ import httpx
 import pytest
 from websockets.exceptions import ConnectionClosed, InvalidStatus
 
-from .clients import EventStream, metric_value, receive_words, ws_connect
+from .clients import (
+    TIMEOUT,
+    EventStream,
+    metric_value,
+    missed_five,
+    receive_words,
+    sse_events,
+    ws_connect,
+)
 from .database import fetch_rows
 from .dns import DnsServer
 from .proxies import NginxProcess, NodeProcess, ProxyProcess, serve_command, sync_shared
@@ -379,3 +387,40 @@ def test_make_nginx_reports_missing_binary():
         "'apt-get install nginx-light' (or nginx)"
     )
     assert "Traceback" not in result.stderr
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_word_events_resume_through_proxy(stack, kind):
+    proxy = stack.proxy(kind)
+    last, missed = await missed_five(proxy)
+    headers = {"Last-Event-ID": f"{last['epoch']}:{last['seq']}"}
+    async with (
+        httpx.AsyncClient(timeout=httpx.Timeout(TIMEOUT, read=None)) as client,
+        client.stream(
+            "GET", proxy.base_url + "/api/words", headers=headers
+        ) as response,
+    ):
+        assert response.headers["content-type"].startswith("text/event-stream")
+        events = await sse_events(response, 7)
+        wait_until(
+            lambda: (
+                metric_value(stack.producer.base_url, "wordstream_fanout_subscribers")
+                == 1
+            ),
+            UPSTREAM_CLOSE_DELAY,
+        )
+    words = [data for _, data in events]
+    assert words[:5] == missed[:5]
+    seqs = [word["seq"] for word in words]
+    assert seqs == list(range(last["seq"] + 1, last["seq"] + 8))
+    assert [event_id for event_id, _ in events] == [
+        f"{word['epoch']}:{word['seq']}" for word in words
+    ]
+    # The producer's stream ends with the client's.
+    wait_until(
+        lambda: (
+            metric_value(stack.producer.base_url, "wordstream_fanout_subscribers") == 0
+        ),
+        UPSTREAM_CLOSE_DELAY,
+        message=f"the producer still streams words to {kind} after the client left",
+    )

@@ -3,7 +3,8 @@
 
 /**
  * The consumer node: serves the page from STATIC_DIR and proxies the
- * producer's paths (/ws, /api/connections, /admin, /static) to PRODUCER_URL.
+ * producer's paths (/ws, /api/connections, /api/words, /admin, /static) to
+ * PRODUCER_URL.
  * Any other path is a file of the page or 404.
  *
  * Environment: HOST, PORT, STATIC_DIR, PRODUCER_URL (see `config`).
@@ -54,6 +55,9 @@ function parsePort(value) {
   return port;
 }
 
+/** The producer's Server-Sent Events streams. */
+const EVENT_STREAM_PATHS = new Set(['/api/connections', '/api/words']);
+
 /**
  * Returns whether the producer serves a path. Matches are exact, as nginx's
  * locations are, so /wsx is a missing file here, not a proxied request.
@@ -62,7 +66,7 @@ function parsePort(value) {
 function isProducerPath(pathname) {
   return (
     pathname === '/ws' ||
-    pathname === '/api/connections' ||
+    EVENT_STREAM_PATHS.has(pathname) ||
     pathname === '/admin' ||
     pathname.startsWith('/admin/') ||
     pathname.startsWith('/static/')
@@ -121,7 +125,7 @@ const proxy = createProxyMiddleware({
   plugins: [debugProxyErrorsPlugin, proxyEventsPlugin],
   on: {
     proxyRes: (proxyRes, req, res) => {
-      if (pathnameOf(req.url) !== '/api/connections') return;
+      if (!EVENT_STREAM_PATHS.has(pathnameOf(req.url))) return;
       eventStreams.set(res, proxyRes);
       res.once('close', () => eventStreams.delete(res));
     },
