@@ -38,6 +38,7 @@ from .servers import (
     free_port,
     wait_until,
 )
+from .test_faults import assert_bad_input_rejected
 
 pytestmark = pytest.mark.slow
 
@@ -424,3 +425,8 @@ async def test_word_events_resume_through_proxy(stack, kind):
         UPSTREAM_CLOSE_DELAY,
         message=f"the producer still streams words to {kind} after the client left",
     )
+
+
+@pytest.mark.parametrize("kind", KINDS)
+async def test_bad_input_rejected_through_proxy(stack, kind):
+    await assert_bad_input_rejected(stack.proxy(kind), stack.producer)
