@@ -1,6 +1,5 @@
 """Resuming after a reconnect, over WebSocket and SSE, with real servers."""
 
-
 import httpx
 import pytest
 
