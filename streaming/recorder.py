@@ -15,6 +15,7 @@ from uuid import UUID
 
 from channels.db import database_sync_to_async
 from django.db import DatabaseError, transaction
+from django.db import connection as db_connection
 from django.db.models import DateTimeField, F, Value
 from django.utils import timezone
 
@@ -30,6 +31,7 @@ MAX_PENDING = 100_000
 @dataclass
 class Close:
     connection_id: UUID
+    opened_at: datetime
     closed_at: datetime
     close_code: int | None
     words_delivered: int
@@ -85,24 +87,55 @@ class ConnectionRecorder:
 def write_batch(opens: list[Connection], closes: list[Close]) -> None:
     with transaction.atomic():
         Connection.objects.bulk_create(opens, batch_size=500)
-        for close in closes:
-            _write_close(close)
+        _write_closes(closes)
+
+
+CLOSE_FIELDS = ["closed_at", "duration", "close_code", "words_delivered", "state"]
+
+
+def _write_closes(closes: list[Close]) -> None:
+    """Write the closes with one prepared UPDATE run for every row.
+
+    The row needs no read first, because a close carries its opening time
+    for the duration. Django's bulk_update builds a CASE expression per
+    field and row, which costs more Python time than the UPDATEs themselves
+    in the thread that shares the GIL with the event loop.
+    """
+    if not closes:
+        return
+    meta = Connection._meta
+    fields = [meta.get_field(name) for name in CLOSE_FIELDS] + [meta.pk]
+    quote = db_connection.ops.quote_name
+    assignments = ", ".join(f"{quote(field.column)} = %s" for field in fields[:-1])
+    sql = (
+        f"UPDATE {quote(meta.db_table)} SET {assignments} "
+        f"WHERE {quote(meta.pk.column)} = %s"
+    )
+    rows = [_close_values(close) for close in closes]
+    params = [
+        [
+            field.get_db_prep_value(value, db_connection)
+            for field, value in zip(fields, row, strict=True)
+        ]
+        for row in rows
+    ]
+    with db_connection.cursor() as cursor:
+        cursor.executemany(sql, params)
+
+
+def _close_values(close: Close) -> list[Any]:
+    return [
+        close.closed_at,
+        close.closed_at - close.opened_at,
+        close.close_code,
+        close.words_delivered,
+        ConnectionState.CLOSED,
+        close.connection_id,
+    ]
 
 
 def _since_opened(moment: datetime) -> Any:
     return Value(moment, output_field=DateTimeField()) - F("opened_at")
-
-
-def _write_close(close: Close) -> None:
-    # One UPDATE per close: the duration is computed by the database from the
-    # stored opened_at, so the row needs no read first.
-    Connection.objects.filter(pk=close.connection_id).update(
-        closed_at=close.closed_at,
-        duration=_since_opened(close.closed_at),
-        close_code=close.close_code,
-        words_delivered=close.words_delivered,
-        state=ConnectionState.CLOSED,
-    )
 
 
 @database_sync_to_async
