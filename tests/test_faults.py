@@ -244,10 +244,14 @@ def serve_with_watcher(start_server):
 
 
 async def expect_close(ws, code: int) -> None:
+    await expect_close_with(ws, (code,))
+
+
+async def expect_close_with(ws, codes: tuple[int, ...]) -> None:
     with pytest.raises(ConnectionClosed):
         while True:
             await asyncio.wait_for(ws.recv(), 5)
-    assert ws.close_code == code
+    assert ws.close_code in codes
 
 
 async def test_bad_input_is_rejected(serve_with_watcher):
@@ -262,9 +266,15 @@ async def assert_bad_input_rejected(target, producer) -> None:
     async with ws_connect(server.ws_url) as watcher:
         first = (await receive_words(watcher, 1))[0]
 
-        async with ws_connect(server.ws_url, max_size=None) as big:
-            await big.send("x" * 1_000_000)
-            await expect_close(big, 1009)
+        async with ws_connect(server.ws_url) as over_limit:
+            await over_limit.send("x" * 5000)
+            await expect_close(over_limit, 1009)
+
+        async with ws_connect(server.ws_url) as huge:
+            await huge.send("x" * 1_000_000)
+            # The server closes before it has read the whole megabyte, and the
+            # unread data may turn its close into a TCP reset (1006).
+            await expect_close_with(huge, (1009, 1006))
 
         async with ws_connect(server.ws_url) as binary:
             await binary.send(b"\x00\xff" * 100)
