@@ -2,7 +2,9 @@
 /*
  * wordstream page client, loaded as an ES module (strict mode).
  * Shows words from the /ws WebSocket and the deployment-wide connection count
- * from the /api/connections Server-Sent Events stream.
+ * from the /api/connections Server-Sent Events stream. Start opens both. Stop
+ * closes only the WebSocket, and the count stream stays open until the page
+ * closes, so the counter shows this page leaving and goes on following others.
  *
  * Hooks for browser tests:
  *   #start, #stop          buttons, disabled when they do not apply
@@ -146,10 +148,9 @@ function start() {
   state.connection = 'connecting';
   state.paused = false;
   state.retryAttempt = 0;
-  state.eventSourceRetryAttempt = 0;
   startRateWindow(performance.now());
   openSocket();
-  openEventSource();
+  if (state.eventSource === null && state.eventSourceRetryTimer === undefined) openEventSource();
   render();
   elements.pause.focus();
 }
@@ -168,12 +169,8 @@ function stop() {
   releaseHeld();
   clearTimeout(state.retryTimer);
   state.retryTimer = undefined;
-  clearTimeout(state.eventSourceRetryTimer);
-  state.eventSourceRetryTimer = undefined;
   closeSocket();
-  closeEventSource();
   render();
-  renderChart(performance.now());
   elements.start.focus();
 }
 
@@ -501,13 +498,6 @@ function openEventSource() {
   source.addEventListener('error', () => handleEventSourceError(source));
 }
 
-function closeEventSource() {
-  if (state.eventSource !== null) recordBreak(performance.now());
-  state.eventSource?.close();
-  state.eventSource = null;
-  state.eventSourceFailed = false;
-}
-
 /** @param {EventSource} source */
 function handleEventSourceOpen(source) {
   if (source !== state.eventSource) return;
@@ -558,16 +548,13 @@ function scheduleEventSourceReconnect() {
 
 function reopenEventSource() {
   state.eventSourceRetryTimer = undefined;
-  if (isActive()) {
-    openEventSource();
-    renderConnections();
-  }
+  openEventSource();
+  renderConnections();
 }
 
-/** @returns {'idle' | 'offline' | 'connecting' | 'live' | 'reconnecting'} */
+/** @returns {'idle' | 'connecting' | 'live' | 'reconnecting'} */
 function connectionsState() {
   if (state.connection === 'idle') return 'idle';
-  if (!isActive()) return 'offline';
   if (state.eventSource === null || state.eventSourceFailed) return 'reconnecting';
   if (state.eventSource.readyState === EventSource.OPEN) return 'live';
   return 'connecting';
@@ -825,7 +812,6 @@ function renderConnections() {
   const connections = connectionsState();
   const labels = {
     idle: 'Not connected',
-    offline: 'Not connected',
     connecting: 'Connecting…',
     live: 'Live',
     reconnecting: 'Reconnecting…',
