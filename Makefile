@@ -46,6 +46,9 @@ check-tools:
 	@command -v redis-server >/dev/null || { \
 		echo "redis-server is missing: install it with 'apt-get install redis-server'"; \
 		exit 1; }
+	@test -x /usr/bin/chromium || { \
+		echo "chromium is missing: install it with 'apt-get install chromium'"; \
+		exit 1; }
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
