@@ -3,8 +3,10 @@
  * wordstream page client, loaded as an ES module (strict mode).
  * Shows words from the /ws WebSocket and the deployment-wide connection count
  * from the /api/connections Server-Sent Events stream. Start opens both. Stop
- * closes only the WebSocket, and the count stream stays open until the page
- * closes, so the counter shows this page leaving and goes on following others.
+ * closes the WebSocket at once and the count stream once it has shown this
+ * page leaving (or after config.stopCountGraceMs). After an unplanned close,
+ * the WebSocket reconnects with ?since=<seq>&epoch=<epoch>, and the server
+ * sends the words missed meanwhile; #words marks them with li.recovered.
  *
  * Hooks for browser tests:
  *   #start, #stop          buttons, disabled when they do not apply
@@ -43,6 +45,8 @@ const config = {
   staleAfterIntervals: 5,
   // Lower bound in ms of that silence limit.
   staleMinMs: 10000,
+  // After Stop, the longest time in ms the count stream stays open to show this page leaving.
+  stopCountGraceMs: 3000,
 };
 
 const SVG_NS = 'http://www.w3.org/2000/svg';
@@ -72,6 +76,14 @@ const state = {
   /** @type {ReturnType<typeof setTimeout> | undefined} */
   eventSourceRetryTimer: undefined,
   eventSourceRetryAttempt: 0,
+  /** @type {ReturnType<typeof setTimeout> | undefined} Closes the count stream after Stop. */
+  eventSourceCloseTimer: undefined,
+  /** True after Stop: the next count closes the count stream. */
+  closeEventSourceOnCount: false,
+  /** @type {string | null} epoch of the last word frame received. */
+  lastEpoch: null,
+  /** Number of missed words the server sent again after a reconnect. */
+  recovered: 0,
   /** @type {number | null} seq of the last word frame received. */
   lastSeq: null,
   /** @type {number | null} ts of the last word frame received. */
@@ -150,6 +162,7 @@ function start() {
   state.retryAttempt = 0;
   startRateWindow(performance.now());
   openSocket();
+  cancelEventSourceClose();
   if (state.eventSource === null && state.eventSourceRetryTimer === undefined) openEventSource();
   render();
   elements.pause.focus();
@@ -170,6 +183,7 @@ function stop() {
   clearTimeout(state.retryTimer);
   state.retryTimer = undefined;
   closeSocket();
+  closeEventSourceSoon();
   render();
   elements.start.focus();
 }
@@ -181,11 +195,12 @@ function isActive() {
 // ---- WebSocket ----
 
 function openSocket() {
+  const url = socketUrl();
   let socket;
   try {
-    socket = new WebSocket(config.wordsUrl);
+    socket = new WebSocket(url);
   } catch (error) {
-    console.error(`wordstream: failed to create WebSocket for ${config.wordsUrl}`, error);
+    console.error(`wordstream: failed to create WebSocket for ${url}`, error);
     scheduleReconnect();
     return;
   }
@@ -193,6 +208,18 @@ function openSocket() {
   socket.addEventListener('open', () => handleOpen(socket));
   socket.addEventListener('message', (event) => handleMessage(socket, event));
   socket.addEventListener('close', (event) => handleClose(socket, event));
+}
+
+/**
+ * Returns the WebSocket URL. A reconnect names the last word received, so the
+ * server first sends the words missed since then.
+ */
+function socketUrl() {
+  if (state.connection !== 'reconnecting' || state.lastSeq === null || state.lastEpoch === null) {
+    return config.wordsUrl;
+  }
+  const query = new URLSearchParams({ since: String(state.lastSeq), epoch: state.lastEpoch });
+  return `${config.wordsUrl}?${query}`;
 }
 
 /** Closes the current socket. Its later events are ignored because it is no longer state.socket. */
@@ -277,6 +304,9 @@ function handleMessage(socket, event) {
     case 'word':
       receiveWord(/** @type {WordFrame} */ (frame));
       break;
+    case 'recovery':
+      receiveRecoveryNotice(frame);
+      break;
     default:
       // Frames of other kinds are ignored, so the server can add new ones.
       break;
@@ -315,11 +345,33 @@ function logInvalidJson(data, error) {
 
 /**
  * @param {Record<string, unknown>} frame
- * @returns {'word' | 'unknown'}
+ * @returns {'word' | 'recovery' | 'unknown'}
  */
 function frameKind(frame) {
   if (typeof frame.word === 'string' && Number.isSafeInteger(frame.seq)) return 'word';
+  if (typeof frame.recovered === 'boolean') return 'recovery';
   return 'unknown';
+}
+
+/**
+ * Marks the feed where a reconnect resumed: with the number of missed words
+ * that follow, or with the reason they cannot be sent.
+ * @param {Record<string, unknown>} notice
+ */
+function receiveRecoveryNotice(notice) {
+  const item = document.createElement('li');
+  if (notice.recovered === true && Number.isSafeInteger(notice.words)) {
+    const words = /** @type {number} */ (notice.words);
+    state.recovered += words;
+    item.className = 'recovered';
+    item.dataset.recovered = String(words);
+    item.textContent = `${describeCount(words, 'missed word')} recovered`;
+  } else {
+    item.className = 'unrecovered';
+    item.textContent = `Missed words could not be recovered (${String(notice.reason)})`;
+  }
+  elements.words.prepend(item);
+  renderCounts();
 }
 
 /** @param {WordFrame} frame */
@@ -330,6 +382,7 @@ function receiveWord(frame) {
   const missed = countMissed(frame.seq);
   measureWordInterval(frame.seq, ts);
   state.lastSeq = frame.seq;
+  if (typeof frame.epoch === 'string') state.lastEpoch = frame.epoch;
   state.lastTs = ts;
   state.received += 1;
   state.missed += missed;
@@ -517,8 +570,31 @@ function handleEventSourceMessage(source, event) {
   if (typeof count !== 'number' || !Number.isFinite(count) || count < 0) return;
   state.activeConnections = count;
   recordSample(performance.now(), count);
+  if (state.closeEventSourceOnCount) closeEventSource();
   renderConnections();
   renderChart(performance.now());
+}
+
+/** After Stop: closes the count stream at its next count, which no longer includes this page. */
+function closeEventSourceSoon() {
+  state.closeEventSourceOnCount = true;
+  state.eventSourceCloseTimer = setTimeout(closeEventSource, config.stopCountGraceMs);
+}
+
+function cancelEventSourceClose() {
+  state.closeEventSourceOnCount = false;
+  clearTimeout(state.eventSourceCloseTimer);
+  state.eventSourceCloseTimer = undefined;
+}
+
+function closeEventSource() {
+  cancelEventSourceClose();
+  clearTimeout(state.eventSourceRetryTimer);
+  state.eventSourceRetryTimer = undefined;
+  state.eventSource?.close();
+  state.eventSource = null;
+  state.eventSourceFailed = false;
+  renderConnections();
 }
 
 /**
@@ -548,6 +624,7 @@ function scheduleEventSourceReconnect() {
 
 function reopenEventSource() {
   state.eventSourceRetryTimer = undefined;
+  if (!isActive()) return;
   openEventSource();
   renderConnections();
 }
@@ -555,6 +632,7 @@ function reopenEventSource() {
 /** @returns {'idle' | 'connecting' | 'live' | 'reconnecting'} */
 function connectionsState() {
   if (state.connection === 'idle') return 'idle';
+  if (state.eventSource === null && !isActive()) return 'idle';
   if (state.eventSource === null || state.eventSourceFailed) return 'reconnecting';
   if (state.eventSource.readyState === EventSource.OPEN) return 'live';
   return 'connecting';
@@ -823,7 +901,11 @@ function renderConnections() {
 
 function renderCounts() {
   const heldNote = state.heldWords > 0 ? ` · ${state.heldWords} held while paused` : '';
-  setText(elements.feedCounts, `${state.received} received · ${state.missed} missed${heldNote}`);
+  const recoveredNote = state.recovered > 0 ? ` · ${state.recovered} recovered` : '';
+  setText(
+    elements.feedCounts,
+    `${state.received} received · ${state.missed} missed${recoveredNote}${heldNote}`,
+  );
 }
 
 function tick() {
@@ -885,6 +967,12 @@ function init() {
   },
   get received() {
     return state.received;
+  },
+  get recovered() {
+    return state.recovered;
+  },
+  get lastEpoch() {
+    return state.lastEpoch;
   },
   get missed() {
     return state.missed;

@@ -19,7 +19,10 @@ from urllib.parse import urlsplit
 
 import pytest
 from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from redis import Redis
 from websockets.sync.client import connect
+
+from streaming.leadership import SEQ_KEY
 
 from .clients import metric_value
 from .conftest import TEST_WORD_INTERVAL
@@ -312,22 +315,28 @@ def test_stop_closes_socket(site, new_page):
 
     page.click("#stop")
     wait_for_active_connections(site.server, 0)
+    # The counter shows the page leaving, then the count stream closes too.
     expect(counter).to_have_text("0")
     expect(page.locator("#status")).to_have_attribute("data-state", "stopped")
-    expect(page.locator("#connections-card")).to_have_attribute("data-state", "live")
+    expect(page.locator("#connections-card")).to_have_attribute("data-state", "idle")
     assert page.evaluate("() => window.wordstream.socket") is None
+    assert page.evaluate("() => window.wordstream.eventSource") is None
+    wait_until(
+        lambda: metric_value(site.server.base_url, "wordstream_sse_clients") == 0,
+        WAIT,
+        message="the count stream stayed open after Stop",
+    )
     received = page.evaluate("() => window.wordstream.received")
     seqs = shown_seqs(page)
 
-    # The counter goes on following other clients, and a client of our own
-    # proves that words went on while the page stayed still.
+    # A client of our own proves that words went on while the page stayed
+    # still, and the stopped page no longer follows the count.
     with connect(
         site.server.ws_url, origin=site.server.base_url, open_timeout=WAIT
     ) as client:
-        expect(counter).to_have_text("1")
         for _ in range(3):
             client.recv(timeout=WAIT)
-    expect(counter).to_have_text("0")
+        expect(counter).to_have_text("0")
     assert page.evaluate("() => window.wordstream.received") == received
     assert shown_seqs(page) == seqs
 
@@ -410,6 +419,37 @@ def test_reconnects_after_server_restart(start_site, new_page):
         "1", timeout=ms(RESUME_DELAY)
     )
     assert page.evaluate("() => window.wordstream.retryDelays.length") >= 1
+
+
+def test_reconnect_recovers_missed_words(
+    start_server, start_word_worker, redis_server, new_page
+):
+    env = {"REDIS_URL": redis_server.url, "IN_PROCESS_WORD_SOURCE": "0"}
+    # The worker goes on publishing into the history while the server is down.
+    start_word_worker(**env)
+    server = start_server("serve", **env)
+    page = new_page()
+    page.goto(server.base_url + "/")
+    start_stream(page)
+    wait_for_words(page, 2)
+
+    server.stop()
+    expect(page.locator("#status")).to_have_attribute("data-state", "reconnecting")
+    last_seq = page.evaluate("() => window.wordstream.lastSeq")
+    redis = Redis.from_url(redis_server.url)
+    wait_until(lambda: int(redis.get(SEQ_KEY) or 0) >= last_seq + 3, WAIT)
+    server.start()
+
+    recovered = page.locator("#words li.recovered")
+    expect(recovered).to_have_count(1, timeout=ms(RESUME_DELAY))
+    count = int(recovered.get_attribute("data-recovered"))
+    assert count >= 3
+    expect(recovered).to_have_text(f"{count} missed words recovered")
+    wait_for(page, "seq => window.wordstream.lastSeq > seq", arg=last_seq + count)
+    seqs = shown_seqs(page)
+    assert seqs == list(range(seqs[0], seqs[0] - len(seqs), -1))
+    assert page.locator("#words li.gap").count() == 0
+    assert page.evaluate("() => window.wordstream.recovered") == count
 
 
 def test_retries_spread_and_back_off(start_server, new_context):
