@@ -44,6 +44,11 @@ def database_url(tmp_path_factory):
 @pytest.fixture
 def server_env(database_url):
     """The environment of a server process started by a test."""
+    return server_environment(database_url)
+
+
+def server_environment(database_url: str) -> dict[str, str]:
+    """Return this process's environment with the suite's server settings."""
     env = {
         key: value
         for key, value in os.environ.items()

@@ -6,9 +6,7 @@ parametrized ones also through nginx and node in front of it. Screenshots of
 the page's states go to test-artifacts/screenshots/.
 """
 
-import os
 import re
-import secrets
 import statistics
 import time
 from collections import Counter
@@ -25,7 +23,7 @@ from websockets.sync.client import connect
 from streaming.leadership import SEQ_KEY
 
 from .clients import metric_value
-from .conftest import TEST_WORD_INTERVAL
+from .conftest import server_environment
 from .proxies import NginxProcess, NodeProcess, ProxyProcess
 from .servers import ROOT, ServerProcess, free_port, server_command, wait_until
 
@@ -150,18 +148,7 @@ def running_site(request, tmp_path_factory, database_url):
     workdir = tmp_path_factory.mktemp(request.param)
     port = free_port()
 
-    # The environment conftest's server_env gives a server.
-    env = {
-        key: value
-        for key, value in os.environ.items()
-        if key not in {"REDIS_URL", "WORD_LIST", "DJANGO_SETTINGS_MODULE"}
-    }
-    env.update(
-        DJANGO_SECRET_KEY="test-" + secrets.token_urlsafe(32),
-        DATABASE_URL=database_url,
-        WORD_INTERVAL=str(TEST_WORD_INTERVAL),
-        PYTHONUNBUFFERED="1",
-    )
+    env = server_environment(database_url)
     args = server_command("runserver", port)
     server = ServerProcess("runserver", args, env, workdir / "runserver.log", port)
     server.start()
