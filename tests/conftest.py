@@ -3,6 +3,8 @@ import secrets
 import subprocess
 
 import pytest
+from asgiref.sync import sync_to_async
+from django.db import connections
 
 from streaming.services import services as process_services
 from streaming.source import reset_local_history
@@ -113,3 +115,6 @@ async def services(settings):
     await process_services.start()
     yield process_services
     await process_services.stop()
+    # The recorder's writes left a connection open in the database thread;
+    # PostgreSQL cannot drop the test database while it is open.
+    await sync_to_async(connections.close_all, thread_sensitive=True)()
