@@ -322,7 +322,8 @@ def command_line(options: argparse.Namespace) -> str:
         f"--sizes {options.sizes.replace(' ', ',')} "
         f"--sse-clients {options.sse_clients} --sse-beside {options.sse_beside} "
         f"--deflate {options.deflate} "
-        f"--ticks {options.ticks} --interval {options.interval}"
+        f"--ticks {options.ticks} --interval {options.interval} "
+        f"--attempts {options.attempts} --quiet-timeout {options.quiet_timeout:g}"
     )
 
 

@@ -135,6 +135,8 @@ def build_points(options: argparse.Namespace) -> list[Point]:
         for deflate in deflate_modes
         for config in configs
         for clients, sse in runs
+        # The reference serves no event stream.
+        if not (sse and config.kind == "reference")
     ]
 
 
