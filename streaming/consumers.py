@@ -1,6 +1,7 @@
 """The WebSocket consumer at /ws."""
 
 import asyncio
+import contextlib
 import json
 import logging
 import time
@@ -8,6 +9,7 @@ import uuid
 from typing import Any
 
 from channels.consumer import get_handler_name
+from channels.exceptions import StopConsumer
 from channels.generic.websocket import AsyncWebsocketConsumer
 from django.conf import settings
 from django.utils import timezone
@@ -78,6 +80,20 @@ class WordConsumer(AsyncWebsocketConsumer):
         deferred, self._deferred = self._deferred or [], None
         for message, word in deferred:
             self.offer(message, word)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        """Run the consumer: dispatch each ASGI event until the socket closes.
+
+        Channels' own loop runs each receive in a task of its own, so that it
+        can wait on a channel layer channel too. This consumer has none, so
+        it awaits receive directly: one task less per connection.
+        """
+        self.scope = scope
+        self.channel_layer = None
+        self.base_send = send
+        with contextlib.suppress(StopConsumer):
+            while True:
+                await self.dispatch(await receive())
 
     async def dispatch(self, message: dict[str, Any]) -> None:
         """Called for each ASGI event: run its handler.
