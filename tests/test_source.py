@@ -88,8 +88,10 @@ async def test_late_ticks_are_skipped_not_bunched():
     await asyncio.gather(task, return_exceptions=True)
     times = [sent[0] for sent in layer.sent]
     gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
-    # No two words go out closer together than half an interval.
-    assert min(gaps) > interval / 2
+    # Ticks more than half an interval late are skipped, so two words go out
+    # at least half an interval apart, less the loop's wake-up jitter under
+    # load; bunched ticks would be about 0 apart.
+    assert min(gaps) > interval / 4
 
 
 async def test_local_leadership_has_one_leader():
