@@ -7,6 +7,7 @@ connects therefore costs a few queries, and no consumer waits on the database.
 """
 
 import asyncio
+import contextlib
 import logging
 from dataclasses import dataclass
 from datetime import datetime
@@ -42,6 +43,7 @@ class ConnectionRecorder:
         self.process_id = process_id
         self._opens: dict[UUID, Connection] = {}
         self._closes: list[Close] = []
+        self._stopping = asyncio.Event()
 
     def opened(self, connection: Connection) -> None:
         connection.process = self.process_id
@@ -56,10 +58,20 @@ class ConnectionRecorder:
             self._closes.append(close)
 
     async def run(self) -> None:
-        """Flush every FLUSH_INTERVAL seconds until cancelled."""
-        while True:
-            await asyncio.sleep(FLUSH_INTERVAL)
+        """Flush every FLUSH_INTERVAL seconds until stop() is called.
+
+        Cancelling this task instead could lose a batch: a write that is
+        still queued for the database thread when its awaiting task is
+        cancelled never runs.
+        """
+        while not self._stopping.is_set():
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), FLUSH_INTERVAL)
             await self.flush()
+
+    def stop(self) -> None:
+        """Make run() return after one more flush."""
+        self._stopping.set()
 
     async def flush(self) -> None:
         """Write the pending rows; on a database error, keep them for the next try."""

@@ -60,7 +60,9 @@ class Services:
         await self.relay.join_groups()
         self._spawn(self.relay.run(), "relay")
         self._spawn(self._keep_presence(), "presence")
-        self._spawn(self.recorder.run(), "recorder")
+        # Not in _tasks: stop() ends it with a last flush instead of cancelling.
+        self._recording = asyncio.create_task(self.recorder.run(), name="recorder")
+        self._recording.add_done_callback(self._task_done)
         if settings.IN_PROCESS_WORD_SOURCE:
             self.word_source = build_word_source(layer, self.process_id)
             self._spawn(self.word_source.run(), "word source")
@@ -132,6 +134,8 @@ class Services:
             task.cancel()
         await asyncio.gather(*self._tasks, return_exceptions=True)
         self._tasks.clear()
+        self.recorder.stop()
+        await asyncio.gather(self._recording, return_exceptions=True)
         self.word_source = None
         await self.presence.close()
         await self.recorder.flush()

@@ -34,50 +34,66 @@ async def receive_words(ws, count: int, timeout: float = TIMEOUT) -> list[dict]:
 
 
 class EventStream:
-    """A Server-Sent Events client that reads data events one at a time."""
+    """A Server-Sent Events client that reads data events one at a time.
+
+    A background task parses the stream into a queue, so a read that times
+    out loses nothing and the next read goes on where it stopped.
+    """
 
     def __init__(self, url: str):
         self.url = url
         self.comments: list[str] = []
         self.events: list[dict] = []
+        self._queue: asyncio.Queue[dict | None] = asyncio.Queue()
 
     async def __aenter__(self) -> "EventStream":
         self._client = httpx.AsyncClient(timeout=httpx.Timeout(TIMEOUT, read=None))
         self._stream = self._client.stream("GET", self.url)
         self.response = await self._stream.__aenter__()
-        self._lines = self.response.aiter_lines()
+        self._reader = asyncio.create_task(self._read_events())
         return self
 
     async def __aexit__(self, *exc_info) -> None:
+        self._reader.cancel()
+        await asyncio.gather(self._reader, return_exceptions=True)
         await self._stream.__aexit__(*exc_info)
         await self._client.aclose()
 
-    async def next_event(self, timeout: float = TIMEOUT) -> dict:
-        return await asyncio.wait_for(self._read_event(), timeout)
-
-    async def _read_event(self) -> dict:
+    async def _read_events(self) -> None:
         data: list[str] = []
-        async for line in self._lines:
-            if line.startswith(":"):
-                self.comments.append(line)
-            elif line.startswith("data:"):
-                data.append(line.removeprefix("data:").strip())
-            elif line == "" and data:
-                event = json.loads("\n".join(data))
-                self.events.append(event)
-                return event
-        raise EOFError("the event stream ended")
+        try:
+            async for line in self.response.aiter_lines():
+                if line.startswith(":"):
+                    self.comments.append(line)
+                elif line.startswith("data:"):
+                    data.append(line.removeprefix("data:").strip())
+                elif line == "" and data:
+                    self._queue.put_nowait(json.loads("\n".join(data)))
+                    data = []
+        except httpx.HTTPError:
+            pass
+        finally:
+            # None marks the end of the stream.
+            self._queue.put_nowait(None)
+
+    async def next_event(self, timeout: float = TIMEOUT) -> dict:
+        event = await asyncio.wait_for(self._queue.get(), timeout)
+        if event is None:
+            self._queue.put_nowait(None)
+            raise EOFError("the event stream ended")
+        self.events.append(event)
+        return event
 
     async def wait_for_count(self, count: int, timeout: float = TIMEOUT) -> dict:
         """Read events until one reports count active connections."""
-
-        async def read_until_count() -> dict:
-            while True:
-                event = await self._read_event()
-                if event["active_connections"] == count:
-                    return event
-
-        return await asyncio.wait_for(read_until_count(), timeout)
+        deadline = asyncio.get_running_loop().time() + timeout
+        while True:
+            remaining = deadline - asyncio.get_running_loop().time()
+            if remaining <= 0:
+                raise TimeoutError(f"no event with {count} active connections")
+            event = await self.next_event(remaining)
+            if event["active_connections"] == count:
+                return event
 
 
 def metric_value(base_url: str, name: str) -> float:

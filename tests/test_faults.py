@@ -44,6 +44,19 @@ def reset_connection(ws) -> None:
     ws.transport.abort()
 
 
+async def settled_count(events: EventStream, quiet: float = 1.0) -> int:
+    """Read events until none comes for quiet seconds; return the last count.
+
+    Changes within one report interval may cancel out, so the stream need
+    not send a new event when the count ends where it started.
+    """
+    while True:
+        try:
+            await events.next_event(timeout=quiet)
+        except TimeoutError:
+            return events.events[-1]["active_connections"]
+
+
 async def latest_count(events: EventStream, expected: int, timeout: float) -> float:
     """Wait until the stream reports expected; return the seconds it took."""
     started = time.monotonic()
@@ -152,19 +165,22 @@ async def test_churn_leaves_nothing_behind(start_server, redis_server):
         for offset in range(start, start + count, batch):
             await asyncio.gather(*(cycle(i) for i in range(offset, offset + batch)))
 
+    def no_clients_left() -> bool:
+        return metric_value(server.base_url, "wordstream_fanout_subscribers") == 0
+
     async with EventStream(server.base_url + "/api/connections") as events:
         await events.next_event()
         await run_cycles(250, 0)  # warm up allocators and caches
-        await events.wait_for_count(0)
+        wait_until(no_clients_left, 10)
+        assert await settled_count(events) == 0
         baseline = rss_kb(server.pid)
         await run_cycles(5000, 250)
-        await events.wait_for_count(0, timeout=10)
+        wait_until(no_clients_left, 10)
+        assert await settled_count(events) == 0
     counts = [event["active_connections"] for event in events.events]
     assert min(counts) >= 0
-    assert counts[-1] == 0
-    wait_until(
-        lambda: metric_value(server.base_url, "wordstream_fanout_subscribers") == 0, 5
-    )
+    # The count did follow the churn, not only sit at 0.
+    assert max(counts) > 0
     assert metric_value(server.base_url, "wordstream_active_connections") == 0
     final = rss_kb(server.pid)
     assert final <= baseline * 1.10, f"RSS grew from {baseline} KB to {final} KB"
