@@ -48,7 +48,7 @@ def _is_trusted_origin(origin: str) -> bool:
 
 
 async def reject_handshake(send: Any, scope: dict[str, Any], status: int) -> None:
-    """Answer a WebSocket handshake with an HTTP error status.
+    """Reject a WebSocket handshake with an HTTP error status.
 
     Servers with ASGI's websocket.http.response extension (uvicorn) send the
     status itself; others (daphne) turn a close before accept into a 403.

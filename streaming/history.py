@@ -1,6 +1,6 @@
 """The history of recent words, from which clients recover what they missed.
 
-The history holds at least the last WORD_HISTORY_SECONDS of words (300 by
+The history keeps at least the last WORD_HISTORY_SECONDS of words (300 by
 default), keyed by seq,
 in Redis when REDIS_URL is set and in this process's memory otherwise. Its
 epoch is a random id created with the history: when the history is lost

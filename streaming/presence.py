@@ -83,7 +83,7 @@ class Presence:
     async def report(self, query: bool = False, count: int | None = None) -> None:
         """Send this process's count to every process.
 
-        With query set, the other processes answer with their own counts, so a
+        With query set, the other processes reply with their own counts, so a
         process that just started learns the total at once.
         """
         self._last_report = asyncio.get_running_loop().time()

@@ -1,9 +1,10 @@
 """Writes connection rows off the hot path, in batches.
 
-Consumers only append to in-memory lists; a background task writes them every
-FLUSH_INTERVAL seconds with one bulk insert and one bulk update, in the thread
-that database_sync_to_async runs database work in. A burst of a thousand
-connects therefore costs a few queries, and no consumer waits on the database.
+Consumers only append to in-memory lists. A background task writes them every
+FLUSH_INTERVAL seconds, with one bulk insert for the opens and one prepared
+UPDATE run for the closes, in the thread that database_sync_to_async uses. A
+burst of a thousand connects therefore costs a few statements, and no
+consumer waits on the database.
 """
 
 import asyncio

@@ -58,7 +58,7 @@ async def connection_count_events(presence: Presence) -> AsyncIterator[bytes]:
 class WordStream:
     """A fan-out subscriber that queues words for one event stream.
 
-    A client whose queue holds WS_MAX_BACKLOG words it has not taken is
+    A client whose queue contains WS_MAX_BACKLOG words it has not taken is
     ended, as a WebSocket client that far behind is closed.
     """
 

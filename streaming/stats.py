@@ -9,7 +9,7 @@ from django.utils import timezone
 
 from .models import Connection, ConnectionState
 
-# The most clients connected at once: a running sum over opens (+1) and
+# The maximum number of clients connected at once: a running sum over opens (+1) and
 # closes (-1) in time order. At equal times closes count first, so a client
 # that replaced another at the same instant does not raise the peak.
 PEAK_CONCURRENT_SQL = """

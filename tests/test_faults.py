@@ -335,7 +335,7 @@ async def assert_bad_input_rejected(target, producer) -> None:
         async with httpx.AsyncClient(base_url=server.base_url) as http:
             assert (await http.post("/api/connections")).status_code == 405
             assert (await http.get("/nowhere")).status_code == 404
-            # Django answers for its own paths; a proxy serves the page's files.
+            # Django responds for its own paths, and a proxy serves the page's files.
             response = await http.get("/admin/login/", headers={"Host": "evil.example"})
             assert response.status_code == 400
 

@@ -90,7 +90,7 @@ async def test_late_ticks_are_skipped_not_bunched():
     gaps = [later - earlier for earlier, later in zip(times, times[1:], strict=False)]
     # Ticks more than half an interval late are skipped, so two words go out
     # at least half an interval apart, less the loop's wake-up jitter under
-    # load; bunched ticks would be about 0 apart.
+    # load. Bunched ticks would be about 0 apart.
     assert min(gaps) > interval / 4
 
 

@@ -112,9 +112,9 @@ class Supervisor:
     """Runs config.workers server processes on one listening socket.
 
     uvicorn's own supervisor always runs its stock server class, so this one
-    forks the processes itself: each runs Server on the socket bound here,
-    a process that dies is started again, and SIGINT or SIGTERM is passed on
-    to every process.
+    forks the processes itself. Each runs Server on the socket bound here. A
+    process that dies is started again, and SIGINT or SIGTERM is passed on to
+    every process.
     """
 
     def __init__(self, config: uvicorn.Config) -> None:
