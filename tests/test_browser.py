@@ -16,7 +16,14 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import pytest
-from playwright.sync_api import Browser, BrowserContext, Page, expect, sync_playwright
+from playwright.sync_api import (
+    Browser,
+    BrowserContext,
+    ConsoleMessage,
+    Page,
+    expect,
+    sync_playwright,
+)
 from redis import Redis
 from websockets.sync.client import connect
 
@@ -93,19 +100,31 @@ def browser():
 
 @pytest.fixture
 def new_context(browser: Browser):
-    """Open browser contexts, closed after the test."""
+    """Open browser contexts, closed after the test.
+
+    The pages' console messages are printed at teardown, so a failing test's
+    report shows what the page logged (pytest shows output of failures only).
+    """
     contexts = []
+    console: list[str] = []
 
     def open_context(**options) -> BrowserContext:
         defaults = {"viewport": DESKTOP, "timezone_id": "UTC", "locale": "en-US"}
         context = browser.new_context(**{**defaults, **options})
         context.set_default_timeout(ms(WAIT))
+        context.on("console", lambda message: console.append(console_line(message)))
         contexts.append(context)
         return context
 
     yield open_context
     for context in contexts:
         context.close()
+    print("\n".join(console))
+
+
+def console_line(message: ConsoleMessage) -> str:
+    clock = datetime.now(UTC).strftime("%H:%M:%S.%f")[:-3]
+    return f"{clock} console.{message.type}: {message.text}"
 
 
 @pytest.fixture
@@ -417,6 +436,9 @@ def test_reconnect_recovers_missed_words(
     server = start_server("serve", **env)
     page = new_page()
     page.goto(server.base_url + "/")
+    # Retries within 1 s of each other, so the page is back soon after the
+    # server: a later retry would only add words to recover.
+    page.evaluate("() => { window.wordstream.config.retryCapMs = 1000; }")
     start_stream(page)
     wait_for_words(page, 2)
 
@@ -427,8 +449,12 @@ def test_reconnect_recovers_missed_words(
     wait_until(lambda: int(redis.get(SEQ_KEY) or 0) >= last_seq + 3, WAIT)
     server.start()
 
+    # Either notice counts here, so a failed recovery fails below with its
+    # reason in the text.
+    notice = page.locator("#words li.recovered, #words li.unrecovered")
+    expect(notice).to_have_count(1, timeout=ms(RESUME_DELAY))
     recovered = page.locator("#words li.recovered")
-    expect(recovered).to_have_count(1, timeout=ms(RESUME_DELAY))
+    assert recovered.count() == 1, notice.text_content()
     count = int(recovered.get_attribute("data-recovered"))
     assert count >= 3
     expect(recovered).to_have_text(f"{count} missed words recovered")
