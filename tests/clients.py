@@ -1,10 +1,16 @@
 """WebSocket and Server-Sent Events clients for tests against real servers."""
 
 import asyncio
+import contextlib
 import json
 
 import httpx
 from websockets.asyncio.client import connect
+from websockets.client import ClientProtocol
+from websockets.frames import Frame
+from websockets.http11 import Response
+from websockets.typing import Origin
+from websockets.uri import parse_uri
 
 # Seconds any single wait in a test may take before it fails.
 TIMEOUT = 10.0
@@ -24,6 +30,73 @@ def ws_connect(ws_url: str, origin: str | None = SAME_ORIGIN, **kwargs):
     if origin == SAME_ORIGIN:
         origin = "http" + ws_url.removeprefix("ws").rsplit("/", 1)[0]
     return connect(ws_url, origin=origin, open_timeout=TIMEOUT, **kwargs)
+
+
+class SansIOWebSocket:
+    """A WebSocket client on websockets' sans-I/O protocol and a TCP stream.
+
+    Besides the protocol's own frames it writes raw bytes, such as part of a
+    frame, which the asyncio client cannot. It sends the same Origin as
+    ws_connect, and the protocol's replies to pings and to a close frame.
+    """
+
+    def __init__(self, ws_url: str, user_agent: str):
+        self.uri = parse_uri(ws_url)
+        origin = "http" + ws_url.removeprefix("ws").rsplit("/", 1)[0]
+        self.protocol = ClientProtocol(self.uri, origin=Origin(origin))
+        self.user_agent = user_agent
+        self._events: list[Frame | Response] = []
+
+    async def __aenter__(self) -> "SansIOWebSocket":
+        self.reader, self.writer = await asyncio.open_connection(
+            self.uri.host, self.uri.port
+        )
+        request = self.protocol.connect()
+        request.headers["User-Agent"] = self.user_agent
+        self.protocol.send_request(request)
+        await self._send_pending()
+        response = await self._next_event()
+        assert isinstance(response, Response)
+        if self.protocol.handshake_exc is not None:
+            raise self.protocol.handshake_exc
+        return self
+
+    async def __aexit__(self, *exc_info) -> None:
+        self.writer.close()
+        with contextlib.suppress(ConnectionError):
+            await self.writer.wait_closed()
+
+    async def write_raw(self, data: bytes) -> None:
+        self.writer.write(data)
+        await self.writer.drain()
+
+    async def next_frame(self, timeout: float = TIMEOUT) -> Frame:
+        """Receive the next frame, data or control."""
+        event = await self._next_event(timeout)
+        assert isinstance(event, Frame)
+        return event
+
+    async def _next_event(self, timeout: float = TIMEOUT) -> Frame | Response:
+        while not self._events:
+            data = await asyncio.wait_for(self.reader.read(65536), timeout)
+            if data:
+                self.protocol.receive_data(data)
+            else:
+                self.protocol.receive_eof()
+            self._events.extend(self.protocol.events_received())
+            await self._send_pending()
+            if not data and not self._events:
+                raise EOFError("the server closed the connection")
+        return self._events.pop(0)
+
+    async def _send_pending(self) -> None:
+        for data in self.protocol.data_to_send():
+            # The protocol marks the end of the TCP stream with an empty chunk.
+            if data:
+                self.writer.write(data)
+            elif self.writer.can_write_eof():
+                self.writer.write_eof()
+        await self.writer.drain()
 
 
 async def receive_words(ws, count: int, timeout: float = TIMEOUT) -> list[dict]:

@@ -11,16 +11,19 @@ import os
 import re
 import signal
 import subprocess
+import time
 import uuid
 from dataclasses import dataclass
 
 import httpx
 import pytest
-from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.exceptions import ConnectionClosedOK, InvalidStatus
+from websockets.frames import Frame, Opcode
 
 from .clients import (
     TIMEOUT,
     EventStream,
+    SansIOWebSocket,
     metric_value,
     missed_five,
     receive_words,
@@ -51,6 +54,12 @@ COUNT_DELAY = 1.0
 UPSTREAM_CLOSE_DELAY = 2.0
 # The recorder writes connection rows in batches every 0.5 s.
 ROW_DELAY = 5.0
+# Seconds node waits after SIGTERM before it destroys what is still open
+# (config.shutdownTimeout in server.js).
+NODE_SHUTDOWN_TIMEOUT = 10.0
+# The close code and reason node sends for each WebSocket client on SIGTERM.
+GOING_AWAY = 1001
+GOING_AWAY_REASON = "proxy shutting down"
 
 
 @dataclass
@@ -340,24 +349,101 @@ async def test_admin_rows_record_the_path(stack, database_url):
     }
 
 
-async def test_node_closes_streams_on_sigterm(stack):
+def close_codes_recorded(database_url: str, user_agent: str) -> list[int]:
+    """Return the close codes of a user agent's closed connection rows, once
+    the recorder has written them."""
+    query = (
+        "SELECT close_code FROM streaming_connection "
+        "WHERE state = 'closed' AND user_agent = %s"
+    )
+    rows = wait_until(
+        lambda: fetch_rows(database_url, query, (user_agent,)),
+        ROW_DELAY,
+        message=f"no closed connection row for {user_agent}",
+    )
+    return [code for (code,) in rows]
+
+
+async def stop_node(node: NodeProcess) -> float:
+    """Send node SIGTERM, check that it exits 0 and return the seconds it took.
+
+    The wait runs in a thread, so the test's clients complete the close
+    handshakes meanwhile.
+    """
+    started = time.monotonic()
+    node.send_signal(signal.SIGTERM)
+    exit_code = await asyncio.to_thread(node.popen.wait, STOP_TIMEOUT)
+    assert exit_code == 0
+    return time.monotonic() - started
+
+
+async def test_node_closes_streams_on_sigterm(stack, database_url):
     node = stack.node
+    agent = f"sigterm-{uuid.uuid4().hex[:8]}"
     async with (
-        ws_connect(node.ws_url) as ws,
+        ws_connect(node.ws_url, user_agent_header=agent) as ws,
         EventStream(node.base_url + "/api/connections") as events,
     ):
         await receive_words(ws, 1)
         await events.next_event()
-        node.send_signal(signal.SIGTERM)
-        assert node.popen.wait(STOP_TIMEOUT) == 0
-        assert "SIGTERM received, closing" in node.log()
-        with pytest.raises(ConnectionClosed):
+        seconds = await stop_node(node)
+        # Within the timeout, so every connection closed by itself.
+        assert seconds < NODE_SHUTDOWN_TIMEOUT
+        log = node.log()
+        assert "SIGTERM received, closing" in log
+        assert "still open" not in log
+        # The producer's close frame reached the client, so the close is clean.
+        with pytest.raises(ConnectionClosedOK):
             while True:
                 await asyncio.wait_for(ws.recv(), STOP_TIMEOUT)
+        assert ws.close_code == GOING_AWAY
+        assert ws.close_reason == GOING_AWAY_REASON
         with pytest.raises(EOFError):
             while True:
                 await events.next_event(timeout=STOP_TIMEOUT)
     wait_until(lambda: sse_clients(stack.producer) == 0, UPSTREAM_CLOSE_DELAY)
+    assert close_codes_recorded(database_url, agent) == [GOING_AWAY]
+
+
+async def test_node_sigterm_waits_for_client_frame_end(stack, database_url):
+    """A close frame that node writes for the client follows the end of the
+    frame the client was sending, never a part of it."""
+    node = stack.node
+    agent = f"sigterm-partial-{uuid.uuid4().hex[:8]}"
+    # 200 bytes: the header has a 16-bit length and is 8 bytes long.
+    text = Frame(Opcode.TEXT, b"x" * 200).serialize(mask=True)
+    ping = Frame(Opcode.PING, b"before SIGTERM").serialize(mask=True)
+    async with SansIOWebSocket(node.ws_url, agent) as ws:
+        assert (await ws.next_frame()).opcode == Opcode.TEXT
+
+        # The ping and 3 bytes of the text frame's header leave in one write,
+        # which arrives on loopback as one segment, so node has read those 3
+        # bytes once the producer's pong arrives.
+        await ws.write_raw(ping + text[:3])
+        while (frame := await ws.next_frame()).opcode != Opcode.PONG:
+            assert frame.opcode == Opcode.TEXT
+        assert frame.data == b"before SIGTERM"
+
+        node.send_signal(signal.SIGTERM)
+        wait_until(
+            lambda: "SIGTERM received, closing" in node.log(),
+            STOP_TIMEOUT,
+            message="node did not log that it received SIGTERM",
+        )
+        await ws.write_raw(text[3:])
+
+        while (frame := await ws.next_frame()).opcode != Opcode.CLOSE:
+            assert frame.opcode == Opcode.TEXT
+        assert ws.protocol.close_rcvd is not None
+        assert ws.protocol.close_rcvd.code == GOING_AWAY
+        assert ws.protocol.close_rcvd.reason == GOING_AWAY_REASON
+        with pytest.raises(EOFError):
+            await ws.next_frame()
+    assert node.popen.wait(STOP_TIMEOUT) == 0
+
+    # The producer read the whole text frame and then the close frame. A
+    # close frame inside the text frame would have been a protocol error.
+    assert close_codes_recorded(database_url, agent) == [GOING_AWAY]
 
 
 async def test_node_looks_up_producer_name(start_producer, tmp_path, static_root):

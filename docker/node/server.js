@@ -10,6 +10,7 @@
  * Environment: HOST, PORT, STATIC_DIR, PRODUCER_URL (see `config`).
  */
 
+const crypto = require('node:crypto');
 const dns = require('node:dns/promises');
 const http = require('node:http');
 const net = require('node:net');
@@ -110,10 +111,176 @@ function setForwardingHeaders(req) {
   req.headers['x-wordstream-via'] = 'node';
 }
 
+/** Close code 1001 (going away), sent for the clients on shutdown. */
+const GOING_AWAY = 1001;
+const GOING_AWAY_REASON = 'proxy shutting down';
+
+/**
+ * Returns a WebSocket close frame with code and reason, masked as RFC 6455
+ * requires of every frame a client sends.
+ * @param {number} code
+ * @param {string} reason at most 123 bytes of UTF-8, because a control
+ *   frame's payload is at most 125 bytes
+ */
+function maskedCloseFrame(code, reason) {
+  const payload = Buffer.alloc(2 + Buffer.byteLength(reason));
+  if (payload.length > 125) {
+    throw new RangeError(`close reason of ${payload.length - 2} bytes, over 123`);
+  }
+  payload.writeUInt16BE(code, 0);
+  payload.write(reason, 2);
+  const mask = crypto.randomBytes(4);
+  for (let i = 0; i < payload.length; i++) payload[i] ^= mask[i % 4];
+  // FIN with opcode 0x8 (close), then the mask bit with the payload length.
+  return Buffer.concat([Buffer.from([0x88, 0x80 | payload.length]), mask, payload]);
+}
+
+/**
+ * Follows the frame boundaries in the bytes a WebSocket client sends, so
+ * that the proxy can write a frame of its own between two of the client's.
+ * Reads only the frame headers (RFC 6455 base framing) and skips payloads.
+ */
+class FrameBoundaries {
+  constructor() {
+    /** @type {number[]} Bytes of a frame header read so far. */
+    this.header = [];
+    /** Payload bytes of the current frame still to come. */
+    this.payloadRemaining = 0;
+  }
+
+  /** Whether the bytes read so far end with a whole frame. */
+  get atBoundary() {
+    return this.header.length === 0 && this.payloadRemaining === 0;
+  }
+
+  /**
+   * Reads chunk as the next bytes from the client and returns how many it
+   * read: all of chunk, or with stopAtBoundary those up to the end of the
+   * current frame (none at a boundary).
+   * @param {Buffer} chunk
+   * @param {boolean} [stopAtBoundary]
+   */
+  read(chunk, stopAtBoundary = false) {
+    let offset = 0;
+    while (offset < chunk.length && !(stopAtBoundary && this.atBoundary)) {
+      if (this.payloadRemaining > 0) {
+        const skipped = Math.min(this.payloadRemaining, chunk.length - offset);
+        this.payloadRemaining -= skipped;
+        offset += skipped;
+      } else {
+        this.header.push(chunk[offset]);
+        offset += 1;
+        this.endHeaderIfComplete();
+      }
+    }
+    return offset;
+  }
+
+  /** Sets payloadRemaining from the header once all its bytes are read. */
+  endHeaderIfComplete() {
+    if (this.header.length < 2) return;
+    const lengthField = this.header[1] & 0x7f;
+    const masked = (this.header[1] & 0x80) !== 0;
+    // A length field of 126 is followed by a 16-bit length, one of 127 by a
+    // 64-bit length. The mask key comes last.
+    let extendedLengthBytes = 0;
+    if (lengthField === 126) extendedLengthBytes = 2;
+    if (lengthField === 127) extendedLengthBytes = 8;
+    const headerLength = 2 + extendedLengthBytes + (masked ? 4 : 0);
+    if (this.header.length < headerLength) return;
+    const header = Buffer.from(this.header);
+    let payloadLength = lengthField;
+    if (extendedLengthBytes === 2) payloadLength = header.readUInt16BE(2);
+    if (extendedLengthBytes === 8) payloadLength = Number(header.readBigUInt64BE(2));
+    this.header = [];
+    this.payloadRemaining = payloadLength;
+  }
+}
+
+/**
+ * A client's WebSocket connection, proxied to the producer. httpxy pipes the
+ * two sockets together. This object follows the client's frames beside that
+ * pipe and closes the connection cleanly on shutdown (see close()).
+ */
+class ProxiedWebSocket {
+  /** @param {import('node:stream').Duplex} client the client's socket */
+  constructor(client) {
+    this.client = client;
+    /**
+     * The producer's socket, once the producer accepted the upgrade.
+     * @type {import('node:stream').Duplex | null}
+     */
+    this.producer = null;
+    this.clientFrames = new FrameBoundaries();
+    /** Whether close() stopped the pipe of the client's bytes. */
+    this.closing = false;
+  }
+
+  /**
+   * Takes the producer's socket. Called on the producer's 101 response
+   * before httpxy pipes the sockets, so the listener added here receives
+   * every chunk that the pipe forwards.
+   * @param {import('node:stream').Duplex} producer
+   */
+  opened(producer) {
+    this.producer = producer;
+    this.client.on('data', (chunk) => this.readClientData(chunk));
+  }
+
+  /** @param {Buffer} chunk */
+  readClientData(chunk) {
+    if (!this.closing) {
+      // The pipe forwards the chunk.
+      this.clientFrames.read(chunk);
+      return;
+    }
+    // At a boundary while closing, the close frame has been sent, so what the
+    // client sends after it, such as its own close frame, is dropped.
+    if (this.clientFrames.atBoundary) return;
+    const length = this.clientFrames.read(chunk, true);
+    this.producer?.write(chunk.subarray(0, length));
+    if (this.clientFrames.atBoundary) this.sendCloseFrame();
+  }
+
+  /**
+   * Closes the connection with 1001 (going away) on the client's behalf.
+   * The client's bytes stop going to the producer, and the producer receives
+   * a close frame as if the client had sent it. The producer replies with
+   * its own close frame, which reaches the client through the pipe, and
+   * then closes its TCP connection, which ends the client's. Writing to the
+   * producer, not to the client, never cuts into a word frame on its way.
+   * A connection whose upgrade is still under way is ended.
+   */
+  close() {
+    // NOTE: a client that never finishes a frame it began gets no close
+    // frame, and config.shutdownTimeout ends its connection.
+    if (this.producer === null) {
+      this.client.end();
+      return;
+    }
+    const producer = this.producer;
+    this.closing = true;
+    this.client.unpipe(producer);
+    // unpipe paused the client's socket. Reading on forwards the rest of a
+    // frame that was partly forwarded, after which the close frame goes out,
+    // and drops what the client sends later.
+    this.client.resume();
+    // The pipe no longer passes on the client's end of the connection.
+    this.client.once('end', () => producer.end());
+    if (this.clientFrames.atBoundary) this.sendCloseFrame();
+  }
+
+  sendCloseFrame() {
+    if (this.producer?.writable) {
+      this.producer.write(maskedCloseFrame(GOING_AWAY, GOING_AWAY_REASON));
+    }
+  }
+}
+
 /** Event streams in flight, each with its response from the producer. */
 const eventStreams = new Map();
-/** WebSocket connections in flight (client side). */
-const webSockets = new Set();
+/** WebSocket connections in flight, by the client's socket. */
+const webSockets = new Map();
 
 const proxy = createProxyMiddleware({
   pathFilter: (pathname) => isProducerPath(pathname),
@@ -124,6 +291,12 @@ const proxy = createProxyMiddleware({
   ejectPlugins: true,
   plugins: [debugProxyErrorsPlugin, proxyEventsPlugin],
   on: {
+    // Emitted before httpxy adds its own 'upgrade' listener, so the one added
+    // here runs first, before the sockets are piped.
+    proxyReqWs: (proxyReq, req, socket) => {
+      const webSocket = webSockets.get(socket);
+      proxyReq.once('upgrade', (proxyRes, producerSocket) => webSocket?.opened(producerSocket));
+    },
     proxyRes: (proxyRes, req, res) => {
       if (!EVENT_STREAM_PATHS.has(pathnameOf(req.url))) return;
       eventStreams.set(res, proxyRes);
@@ -193,15 +366,15 @@ server.on('upgrade', (req, socket, head) => {
     return;
   }
   setForwardingHeaders(req);
-  webSockets.add(socket);
+  webSockets.set(socket, new ProxiedWebSocket(socket));
   socket.once('close', () => webSockets.delete(socket));
   proxy.upgrade(req, socket, head);
 });
 
 /**
- * Stops accepting connections, ends the event streams and WebSockets, which
- * never end by themselves, and exits once the other requests are done or
- * after config.shutdownTimeout.
+ * Stops accepting connections, ends the event streams and closes the
+ * WebSockets with 1001, because neither ends by itself, and exits once the
+ * other requests are done or after config.shutdownTimeout.
  * @param {string} signal
  */
 function shutDown(signal) {
@@ -216,11 +389,11 @@ function shutDown(signal) {
     proxyRes.destroy();
     res.end();
   }
-  for (const socket of webSockets) socket.end();
+  for (const webSocket of webSockets.values()) webSocket.close();
   setTimeout(() => {
     console.error('requests still open after %d ms, closing them', config.shutdownTimeout);
     server.closeAllConnections();
-    for (const socket of webSockets) socket.destroy();
+    for (const socket of webSockets.keys()) socket.destroy();
   }, config.shutdownTimeout).unref();
 }
 
