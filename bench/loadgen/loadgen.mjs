@@ -20,7 +20,18 @@
 import http from 'node:http';
 import { monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
-import WebSocket from 'ws';
+import {
+  LOOP_DELAY_RESOLUTION_MS,
+  cpuSeconds,
+  emit,
+  latencyFigures,
+  loopDelayMs,
+  openWebSockets,
+  positiveInteger,
+  positiveNumber,
+  sleep,
+  wallClockMs,
+} from './common.mjs';
 
 const { values: args } = parseArgs({
   options: {
@@ -75,15 +86,10 @@ const config = {
 };
 // Milliseconds to wait for late frames of the window's last tick.
 const DRAIN_MS = Math.max(5000, 3 * config.intervalMs);
-// Sampling period of the event loop delay histogram, in milliseconds. Its
-// values include this period, so it is subtracted from them.
-const LOOP_DELAY_RESOLUTION_MS = 10;
 // Milliseconds to wait for the caller's line after window_end.
 const ACK_TIMEOUT_MS = 60000;
 // Milliseconds to wait for the first frame once the window is armed.
 const FIRST_FRAME_TIMEOUT_MS = Math.max(10000, 5 * config.intervalMs);
-// Milliseconds to wait before a failed connection attempt is repeated.
-const RETRY_DELAY_MS = 200;
 // The whole run stops by itself after this many milliseconds.
 const RUN_LIMIT_MS =
   2 * config.connectTimeoutMs +
@@ -92,47 +98,6 @@ const RUN_LIMIT_MS =
   DRAIN_MS +
   ACK_TIMEOUT_MS +
   30000;
-
-/** @param {string} name @param {string | undefined} text @param {boolean} nonZero */
-function positiveInteger(name, text, nonZero) {
-  const value = Number(text);
-  if (!Number.isInteger(value) || value < (nonZero ? 1 : 0)) {
-    process.stderr.write(`loadgen: --${name} must be an integer >= ${nonZero ? 1 : 0}, got ${text}\n`);
-    process.exit(2);
-  }
-  return value;
-}
-
-/** @param {string} name @param {string | undefined} text */
-function positiveNumber(name, text) {
-  const value = Number(text);
-  if (!(value > 0)) {
-    process.stderr.write(`loadgen: --${name} must be a number > 0, got ${text}\n`);
-    process.exit(2);
-  }
-  return value;
-}
-
-/** @param {Record<string, unknown>} message */
-function emit(message) {
-  process.stdout.write(JSON.stringify(message) + '\n');
-}
-
-/** Wall-clock time in milliseconds, with a fraction, comparable to a frame's ts. */
-function wallClockMs() {
-  return performance.timeOrigin + performance.now();
-}
-
-/** @param {number} ms */
-function sleep(ms) {
-  return new Promise((resolve) => setTimeout(resolve, ms));
-}
-
-/** CPU seconds this process has used, user and system, all threads. */
-function cpuSeconds() {
-  const usage = process.cpuUsage();
-  return (usage.user + usage.system) / 1e6;
-}
 
 /** Per-client counters, indexed by client number. */
 const lastSeq = new Float64Array(config.clients);
@@ -214,89 +179,30 @@ function onFrame(index, data) {
  * Resolves with the connect phase's figures once each client is open or has
  * failed `attempts` times, or when the connect timeout passes.
  */
-function openWebSockets() {
-  return new Promise((resolve) => {
-    const started = performance.now();
-    const cpuStarted = cpuSeconds();
-    let next = 0;
-    let pending = 0;
-    let opened = 0;
-    let failed = 0;
-    let finished = false;
-
-    const progress = setInterval(() => {
+function openAllWebSockets() {
+  return openWebSockets({
+    count: config.clients,
+    url: () => config.url,
+    origin: config.origin,
+    deflate: config.deflate,
+    maxPending: config.maxPending,
+    attempts: config.attempts,
+    timeoutMs: config.connectTimeoutMs,
+    onOpen: (index, socket) => {
+      openCount += 1;
+      sockets[index] = socket;
+    },
+    onMessage: onFrame,
+    onClose: () => {
+      openCount -= 1;
+      if (!counters.shuttingDown) counters.disconnects += 1;
+    },
+    onError: (error) => {
+      countError(/** @type {NodeJS.ErrnoException} */ (error).code ?? error.message);
+    },
+    onProgress: ({ opened, pending, failed }) => {
       emit({ event: 'progress', opened, pending, failed, clients: config.clients });
-    }, 1000);
-    const timeout = setTimeout(() => finish(true), config.connectTimeoutMs);
-
-    /** @param {boolean} timedOut */
-    function finish(timedOut) {
-      if (finished) return;
-      finished = true;
-      clearInterval(progress);
-      clearTimeout(timeout);
-      const seconds = (performance.now() - started) / 1000;
-      resolve({
-        connect_s: seconds,
-        connect_rate: opened / seconds,
-        connected: opened,
-        connect_failed: config.clients - opened,
-        connect_timed_out: timedOut,
-        loadgen_cpu_connect: (cpuSeconds() - cpuStarted) / seconds,
-      });
-    }
-
-    function launch() {
-      while (!finished && pending < config.maxPending && next < config.clients) {
-        connect(next++, 1);
-      }
-    }
-
-    /** @param {number} index @param {number} attempt */
-    function connect(index, attempt) {
-      pending += 1;
-      let isOpen = false;
-      const socket = new WebSocket(config.url, {
-        perMessageDeflate: config.deflate,
-        headers: { Origin: config.origin },
-        handshakeTimeout: 30000,
-      });
-      socket.on('open', () => {
-        isOpen = true;
-        pending -= 1;
-        opened += 1;
-        openCount += 1;
-        sockets[index] = socket;
-        if (opened + failed === config.clients) finish(false);
-        else launch();
-      });
-      socket.on('message', (data) => onFrame(index, data));
-      socket.on('error', (error) => {
-        countError(/** @type {NodeJS.ErrnoException} */ (error).code ?? error.message);
-      });
-      socket.on('close', () => {
-        if (isOpen) {
-          openCount -= 1;
-          if (!counters.shuttingDown) counters.disconnects += 1;
-          return;
-        }
-        pending -= 1;
-        if (finished) return;
-        if (attempt < config.attempts) {
-          pending += 1;
-          setTimeout(() => {
-            pending -= 1;
-            connect(index, attempt + 1);
-          }, RETRY_DELAY_MS);
-          return;
-        }
-        failed += 1;
-        if (opened + failed === config.clients) finish(false);
-        else launch();
-      });
-    }
-
-    launch();
+    },
   });
 }
 
@@ -441,16 +347,8 @@ function measureWindow() {
   });
 }
 
-/** @param {number} nanoseconds a value of the event loop delay histogram */
-function loopDelayMs(nanoseconds) {
-  return Math.max(0, nanoseconds / 1e6 - LOOP_DELAY_RESOLUTION_MS);
-}
-
 /** Summarize the window's latencies and lost frames. */
 function windowFigures() {
-  const latencies = measured.latencies.subarray(0, measured.samples).sort();
-  const at = (/** @type {number} */ q) =>
-    latencies.length ? latencies[Math.min(latencies.length - 1, Math.floor(q * latencies.length))] : null;
   let lost = 0;
   let clientsWithLoss = 0;
   for (let index = 0; index < config.clients; index += 1) {
@@ -463,10 +361,7 @@ function windowFigures() {
   }
   return {
     frames: measured.samples,
-    p50_ms: at(0.5),
-    p99_ms: at(0.99),
-    max_ms: latencies.length ? latencies[latencies.length - 1] : null,
-    min_ms: latencies.length ? latencies[0] : null,
+    ...latencyFigures(measured.latencies.subarray(0, measured.samples)),
     lost,
     clients_with_loss: clientsWithLoss,
   };
@@ -501,7 +396,7 @@ async function main() {
   }, RUN_LIMIT_MS);
 
   await openEventStreams();
-  const connectFigures = await openWebSockets();
+  const connectFigures = await openAllWebSockets();
   emit({ event: 'connected', ...connectFigures });
   await sleep(config.settleMs);
   const windowTimes = await measureWindow();
