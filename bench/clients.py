@@ -1,5 +1,6 @@
-"""Runs the Node load generator (bench/loadgen/loadgen.mjs) and reads its
-events, one JSON object per line of its output."""
+"""Runs the Node load generators (bench/loadgen/loadgen.mjs, and recovery.mjs
+for the reconnect burst) and reads their events, one JSON object per line of
+their output."""
 
 import json
 import os
@@ -10,14 +11,30 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from queue import Empty, Queue
-from typing import Any
+from typing import Any, Protocol
 
 LOADGEN_DIR = Path(__file__).resolve().parent / "loadgen"
 LOADGEN = LOADGEN_DIR / "loadgen.mjs"
+RECOVERY_LOADGEN = LOADGEN_DIR / "recovery.mjs"
 
 
 class LoadgenError(RuntimeError):
     pass
+
+
+class LoadgenRun(Protocol):
+    """The command line of one load generator run and its time limit."""
+
+    def args(self) -> list[str]: ...
+
+    def time_limit(self) -> float: ...
+
+
+def node_binary() -> str:
+    node = shutil.which("node")
+    if node is None:
+        raise LoadgenError("node is not installed: the load generator needs Node 20")
+    return node
 
 
 @dataclass
@@ -34,13 +51,8 @@ class LoadSpec:
     max_pending: int = 1000
 
     def args(self) -> list[str]:
-        node = shutil.which("node")
-        if node is None:
-            raise LoadgenError(
-                "node is not installed: the load generator needs Node 20"
-            )
         args = [
-            node,
+            node_binary(),
             str(LOADGEN),
             "--url",
             self.ws_url,
@@ -67,6 +79,52 @@ class LoadSpec:
         return 300.0 + (self.ticks + 10) * self.interval
 
 
+@dataclass
+class RecoverySpec:
+    """The options of one run of the reconnect-burst load generator."""
+
+    ws_url: str
+    live: int
+    recovering: int
+    # Ticks of the live clients' baseline, and ticks the recovering clients miss.
+    ticks: int
+    missed_ticks: int
+    interval: float
+    settle: float = 2.0
+    max_pending: int = 1000
+    # Seconds the recovery may take before it counts as incomplete.
+    recovery_timeout: float = 30.0
+
+    def args(self) -> list[str]:
+        return [
+            node_binary(),
+            str(RECOVERY_LOADGEN),
+            "--url",
+            self.ws_url,
+            "--live",
+            str(self.live),
+            "--recovering",
+            str(self.recovering),
+            "--ticks",
+            str(self.ticks),
+            "--missed-ticks",
+            str(self.missed_ticks),
+            "--interval",
+            str(self.interval),
+            "--settle",
+            str(self.settle),
+            "--max-pending",
+            str(self.max_pending),
+            "--recovery-timeout",
+            str(self.recovery_timeout),
+        ]
+
+    def time_limit(self) -> float:
+        """Seconds without output after which the run is stopped."""
+        ticks = self.ticks + self.missed_ticks
+        return 300.0 + self.recovery_timeout + ticks * self.interval
+
+
 def ensure_installed() -> None:
     """Raise LoadgenError unless `npm ci` has installed the ws package."""
     if not (LOADGEN_DIR / "node_modules" / "ws").is_dir():
@@ -76,7 +134,7 @@ def ensure_installed() -> None:
 
 
 def run_loadgen(
-    spec: LoadSpec, on_event: Callable[[dict[str, Any]], None]
+    spec: LoadgenRun, on_event: Callable[[dict[str, Any]], None]
 ) -> dict[str, Any]:
     """Run the load generator, call on_event for each event, return the result.
 

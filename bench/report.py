@@ -385,13 +385,15 @@ def write_plot(rows: list[Row], path: Path) -> None:
     plt.close(figure)
 
 
-def replace_generated(doc: Path, text: str) -> None:
-    """Replace the text between the doc's bench markers with text."""
+def replace_generated(
+    doc: Path, text: str, begin: str = DOCS_BEGIN, end: str = DOCS_END
+) -> None:
+    """Replace the text between the doc's markers begin and end with text."""
     content = doc.read_text()
-    pattern = re.compile(re.escape(DOCS_BEGIN) + ".*?" + re.escape(DOCS_END), re.S)
+    pattern = re.compile(re.escape(begin) + ".*?" + re.escape(end), re.S)
     if not pattern.search(content):
-        raise ValueError(f"{doc} has no {DOCS_BEGIN} ... {DOCS_END} section")
-    block = f"{DOCS_BEGIN}\n{text}\n{DOCS_END}"
+        raise ValueError(f"{doc} has no {begin} ... {end} section")
+    block = f"{begin}\n{text}\n{end}"
     doc.write_text(pattern.sub(lambda _: block, content))
 
 

@@ -140,16 +140,19 @@ def build_points(options: argparse.Namespace) -> list[Point]:
     ]
 
 
-def raise_open_file_limit() -> None:
-    """Raise the soft limit on open files, which the processes started inherit."""
+def raise_open_file_limit(needed: int = OPEN_FILES, clients: int = 10000) -> None:
+    """Raise the soft limit on open files, which the processes started inherit.
+
+    needed is the limit that a run with `clients` clients needs.
+    """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = OPEN_FILES if hard == resource.RLIM_INFINITY else min(OPEN_FILES, hard)
+    wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
     if soft < wanted:
         resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    if wanted < OPEN_FILES:
+    if wanted < needed:
         print(
-            f"warning: the open-file limit is {wanted}, below the {OPEN_FILES} "
-            "that 10,000 clients need",
+            f"warning: the open-file limit is {wanted}, below the {needed} "
+            f"that {clients:,} clients need",
             file=sys.stderr,
         )
 

@@ -14,6 +14,8 @@ pytestmark = pytest.mark.slow
 LOADGEN_DIR = ROOT / "bench" / "loadgen"
 # Seconds the short benchmark run may take; it needs about 30.
 BENCH_TIMEOUT = 100
+# Seconds the short reconnect-burst run may take; it needs about 5.
+RECOVERY_TIMEOUT = 60
 ROW_KEYS = {
     "config",
     "clients",
@@ -121,3 +123,60 @@ def test_bench_reads_server_metrics(bench_rows):
     reference = bench_rows[2]
     assert reference["broadcast_ms"] is not None
     assert reference["redis_cmds_per_tick"] is None
+
+
+@pytest.fixture(scope="module")
+def recovery_row(tmp_path_factory, loadgen_packages):
+    output = tmp_path_factory.mktemp("recovery")
+    args = [
+        PYTHON,
+        "-m",
+        "bench.recovery",
+        "--live",
+        "50",
+        "--recovering",
+        "20",
+        "--missed-ticks",
+        "3",
+        "--ticks",
+        "3",
+        "--interval",
+        "0.2",
+        "--settle",
+        "0.2",
+        "--output",
+        str(output),
+        "--attempts",
+        "1",
+        "--quiet-timeout",
+        "0",
+    ]
+    bench = subprocess.run(
+        args, cwd=ROOT, capture_output=True, text=True, timeout=RECOVERY_TIMEOUT
+    )
+    assert bench.returncode == 0, bench.stderr
+    assert (output / "recovery.md").is_file()
+    return json.loads((output / "recovery.json").read_text())
+
+
+def test_recovery_bench_recovers_every_client(recovery_row):
+    assert recovery_row["recovering_closed"] == 20
+    assert recovery_row["reconnected"] == 20
+    assert recovery_row["recovered_true"] == 20
+    assert recovery_row["recovery_complete"] is True
+    assert recovery_row["recovery_s"] is not None
+
+
+def test_recovery_bench_is_exact(recovery_row):
+    assert recovery_row["exact"] == 20, recovery_row["problems"]
+    assert recovery_row["problems"] == {}
+    assert recovery_row["missed_words_min"] >= 3
+    assert recovery_row["live_lost"] == 0
+    assert recovery_row["live_disconnects"] == 0
+
+
+def test_recovery_bench_measures_live_latency(recovery_row):
+    assert recovery_row["baseline"]["frames"] == 50 * 3
+    assert recovery_row["during"]["frames"] >= 50
+    assert recovery_row["p99_ratio"] is not None
+    assert len(recovery_row["targets"]) == 2
