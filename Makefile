@@ -130,16 +130,29 @@ BENCH_ARGS ?=
 # npm ci writes this file, so it is newer than the lock file after an install.
 BENCH_NODE_MODULES := bench/loadgen/node_modules/.package-lock.json
 
-.PHONY: bench
+# `make bench-recovery` runs only the reconnect burst that `make bench` runs
+# last: 1,000 clients that resume at once beside 5,000 live ones.
+# `make bench-recovery RECOVERY_ARGS="--live 1000"` is a shorter run that
+# writes only bench/results/.
+RECOVERY_ARGS ?=
+
+.PHONY: bench bench-recovery check-redis
 
 # 10,000 clients need 10,000 open files in the server and in the load
 # generator; bench/run.py warns when the limit stays lower.
-bench: $(VENV)/.bench $(BENCH_NODE_MODULES)
+bench: $(VENV)/.bench $(BENCH_NODE_MODULES) check-redis
+	ulimit -n 20000 2>/dev/null; $(BIN)/python -m bench.run --sizes "$(SIZES)" \
+		--docs docs/benchmarks.md $(BENCH_ARGS)
+	$(MAKE) --no-print-directory bench-recovery
+
+bench-recovery: $(VENV)/.bench $(BENCH_NODE_MODULES) check-redis
+	ulimit -n 20000 2>/dev/null; $(BIN)/python -m bench.recovery \
+		--docs docs/benchmarks.md $(RECOVERY_ARGS)
+
+check-redis:
 	@command -v redis-server >/dev/null || { \
 		echo "redis-server is missing: install it with 'apt-get install redis-server'"; \
 		exit 1; }
-	ulimit -n 20000 2>/dev/null; $(BIN)/python -m bench.run --sizes "$(SIZES)" \
-		--docs docs/benchmarks.md $(BENCH_ARGS)
 
 $(VENV)/.bench: $(VENV)/.runtime bench/requirements.txt
 	$(BIN)/python -m pip install --quiet -r bench/requirements.txt
