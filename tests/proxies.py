@@ -101,6 +101,7 @@ class NodeProcess(ProxyProcess):
         static_root: Path,
         producer_port: int,
         producer_host: str = "127.0.0.1",
+        resolver: str | None = None,
     ):
         if not NODE22.is_file():
             raise RuntimeError(f"{NODE22} is missing: run `make node-deps`")
@@ -112,5 +113,7 @@ class NodeProcess(ProxyProcess):
             "STATIC_DIR": str(static_root),
             "PRODUCER_URL": f"http://{producer_host}:{producer_port}",
         }
+        if resolver is not None:
+            env["RESOLVER"] = resolver
         args = [str(NODE22), str(NODE_SERVER)]
         super().__init__("node", args, env, workdir, port)

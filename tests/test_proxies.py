@@ -459,6 +459,20 @@ async def test_node_looks_up_producer_name(start_producer, tmp_path, static_root
         node.stop()
 
 
+@pytest.mark.parametrize("resolver", ["producer.test:53", "127.0.0.1:99999"])
+def test_node_rejects_invalid_resolver(tmp_path, static_root, resolver):
+    node = NodeProcess(tmp_path, static_root, free_port(), resolver=resolver)
+    result = subprocess.run(
+        node.args, env=node.env, capture_output=True, text=True, timeout=STOP_TIMEOUT
+    )
+    assert result.returncode == 2
+    assert result.stdout == ""
+    assert result.stderr.startswith(
+        "RESOLVER must be an IP address with an optional port, such as "
+        f'127.0.0.11 or 10.0.0.2:5353, got "{resolver}": '
+    )
+
+
 def test_make_nginx_reports_missing_binary():
     result = subprocess.run(
         ["make", "--no-print-directory", "nginx", "NGINX=/nonexistent/nginx"],

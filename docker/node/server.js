@@ -7,7 +7,7 @@
  * PRODUCER_URL.
  * Any other path is a file of the page or 404.
  *
- * Environment: HOST, PORT, STATIC_DIR, PRODUCER_URL (see `config`).
+ * Environment: HOST, PORT, STATIC_DIR, PRODUCER_URL, RESOLVER (see `config`).
  */
 
 const crypto = require('node:crypto');
@@ -34,6 +34,11 @@ const config = {
   // connections take its IPv4 addresses in turn (one per replica under
   // `docker compose up --scale producer=N`).
   producerUrl: new URL(process.env.PRODUCER_URL || 'http://127.0.0.1:8000'),
+  // The DNS server that looks up PRODUCER_URL's host name, as an IP address
+  // with an optional port (127.0.0.11, 10.0.0.2:5353, [::1]:53), like
+  // nginx's RESOLVER. Unset, the system's resolver (dns.lookup) looks it up,
+  // which also reads /etc/hosts.
+  resolver: process.env.RESOLVER || '',
   // Milliseconds SIGTERM waits for open requests before closing them.
   shutdownTimeout: 10_000,
 };
@@ -45,6 +50,34 @@ const BAD_GATEWAY_RESPONSE =
   'HTTP/1.1 502 Bad Gateway\r\nContent-Length: 0\r\nConnection: close\r\n\r\n';
 const NOT_FOUND_RESPONSE =
   'HTTP/1.1 404 Not Found\r\nContent-Length: 0\r\nConnection: close\r\n\r\n';
+
+/**
+ * Returns a resolver that queries the DNS server `address` (config.resolver),
+ * or exits with an error if it is no IP address.
+ * @param {string} address
+ */
+function createResolver(address) {
+  // One try of 2 s, so a DNS server that does not answer fails the request
+  // within 2 s, as nginx's resolver_timeout does.
+  const resolver = new dns.Resolver({ timeout: 2000, tries: 1 });
+  try {
+    // setServers checks the address but accepts any port number (Node 22.23).
+    const port = /^(?:\[[^\]]*\]|[^:]*):(\d+)$/.exec(address)?.[1];
+    if (port !== undefined && (Number(port) < 1 || Number(port) > 65535)) {
+      throw new Error(`invalid port ${port}`);
+    }
+    resolver.setServers([address]);
+  } catch (err) {
+    console.error(
+      'RESOLVER must be an IP address with an optional port, such as 127.0.0.11 or ' +
+        '10.0.0.2:5353, got %j: %s',
+      address,
+      /** @type {Error} */ (err).message,
+    );
+    process.exit(2);
+  }
+  return resolver;
+}
 
 /** @param {string} value */
 function parsePort(value) {
@@ -79,22 +112,39 @@ function pathnameOf(url) {
   return new URL(url ?? '/', 'http://localhost').pathname;
 }
 
+/** The DNS server's resolver with RESOLVER set, else null. */
+const resolver = config.resolver ? createResolver(config.resolver) : null;
+
+/**
+ * Looks up a host name's IPv4 addresses (IPv4 like nginx's ipv6=off, because
+ * the compose network has no IPv6), through RESOLVER or the system's resolver.
+ * @param {string} hostname
+ * @returns {Promise<string[]>}
+ */
+async function lookUpIPv4(hostname) {
+  if (resolver) return resolver.resolve4(hostname);
+  const found = await dns.lookup(hostname, { all: true, family: 4 });
+  return found.map((entry) => entry.address);
+}
+
 let nextAddress = 0;
 
 /**
  * Picks the producer for one connection: PRODUCER_URL with its host name
- * replaced by the next of the name's IPv4 addresses (IPv4 like nginx's
- * ipv6=off, because the compose network has no IPv6).
+ * replaced by the next of the name's IPv4 addresses.
  */
 async function pickProducer() {
   const target = new URL(config.producerUrl);
   if (net.isIP(target.hostname.replace(/^\[|\]$/g, ''))) {
     return target.href;
   }
-  const addresses = await dns.lookup(target.hostname, { all: true, family: 4 });
+  const addresses = await lookUpIPv4(target.hostname);
+  if (addresses.length === 0) {
+    throw new Error(`${target.hostname} has no IPv4 address`);
+  }
   // Docker's DNS shuffles the records, so sort them to give each its turn.
-  addresses.sort((a, b) => a.address.localeCompare(b.address));
-  target.hostname = addresses[nextAddress++ % addresses.length].address;
+  addresses.sort();
+  target.hostname = addresses[nextAddress++ % addresses.length];
   return target.href;
 }
 
