@@ -1,5 +1,6 @@
 """A DNS server on 127.0.0.1 for the tests: it answers A queries for one
-name with 127.0.0.1 and records every name it is asked for."""
+name with that name's addresses (127.0.0.1 unless given) and records every
+name it is asked for."""
 
 import socket
 import struct
@@ -28,9 +29,10 @@ def parse_question(message: bytes) -> tuple[str, int, int]:
 
 
 class DnsServer:
-    def __init__(self, name: str, address: str = "127.0.0.1"):
+    def __init__(self, name: str, *addresses: str):
         self.name = name
-        self.address = socket.inet_aton(address)
+        # One A record per address, in this order, in every answer.
+        self.addresses = [socket.inet_aton(a) for a in addresses or ["127.0.0.1"]]
         self.queries: list[str] = []
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)
         self._socket.bind(("127.0.0.1", 0))
@@ -59,11 +61,12 @@ class DnsServer:
         self.queries.append(name)
         found = name == self.name and query_type == TYPE_A
         code = NO_ERROR if found else NAME_ERROR
+        answers = self.addresses if found else []
         header = struct.pack(
-            "!HHHHHH", query_id, RESPONSE_FLAGS | code, 1, int(found), 0, 0
+            "!HHHHHH", query_id, RESPONSE_FLAGS | code, 1, len(answers), 0, 0
         )
         response = header + message[12:end]
-        if found:
+        for address in answers:
             response += struct.pack("!HHHIH", NAME_POINTER, TYPE_A, CLASS_IN, 0, 4)
-            response += self.address
+            response += address
         return response

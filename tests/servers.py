@@ -123,18 +123,25 @@ class ServerProcess(Process):
     """An ASGI server running the project, reachable at base_url."""
 
     def __init__(
-        self, name: str, args: list[str], env: dict[str, str], log: Path, port
+        self,
+        name: str,
+        args: list[str],
+        env: dict[str, str],
+        log: Path,
+        port,
+        host: str = "127.0.0.1",
     ):
         super().__init__(name, args, env, log)
         self.port = port
+        self.host = host
 
     @property
     def base_url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        return f"http://{self.host}:{self.port}"
 
     @property
     def ws_url(self) -> str:
-        return f"ws://127.0.0.1:{self.port}/ws"
+        return f"ws://{self.host}:{self.port}/ws"
 
     def start(self) -> "ServerProcess":
         super().start()

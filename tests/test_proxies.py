@@ -1,4 +1,5 @@
-"""Both consumers, nginx and node, in front of a real producer and Redis.
+"""Both consumers, nginx and node, in front of a real producer and Redis, or
+of three producer replicas behind one name.
 
 The producer runs the Docker image's command (`python -m wordstream_site.serve`
 with DJANGO_DEBUG=0), nginx runs docker/nginx's template rendered as the image
@@ -7,6 +8,7 @@ by the script the shared_init container runs.
 """
 
 import asyncio
+import contextlib
 import os
 import re
 import signal
@@ -28,6 +30,7 @@ from .clients import (
     missed_five,
     receive_words,
     sse_events,
+    wait_for_seq,
     ws_connect,
 )
 from .database import fetch_rows
@@ -92,21 +95,26 @@ def static_root(tmp_path):
 
 @pytest.fixture
 def start_producer(tmp_path, server_env, redis_server, collected_static):
-    """Start producers configured as in the image, on a given or a free port."""
+    """Start producers configured as in the image, on a given or a free port
+    of host, with env added to their environment."""
     started: list[ServerProcess] = []
 
-    def start(port: int | None = None) -> ServerProcess:
+    def start(
+        port: int | None = None, host: str = "127.0.0.1", **env: str
+    ) -> ServerProcess:
         port = port or free_port()
-        env = {
+        process_env = {
             **server_env,
-            "HOST": "127.0.0.1",
+            "HOST": host,
             "PORT": str(port),
             "DJANGO_DEBUG": "0",
             "DJANGO_SECRET_KEY": "test-" + uuid.uuid4().hex,
             "REDIS_URL": redis_server.url,
+            **env,
         }
-        log = tmp_path / f"serve-{port}.log"
-        process = ServerProcess("serve", serve_command(), env, log, port)
+        log = tmp_path / f"serve-{host}-{port}.log"
+        args = serve_command()
+        process = ServerProcess("serve", args, process_env, log, port, host=host)
         started.append(process)
         return process.start()
 
@@ -119,9 +127,11 @@ def start_producer(tmp_path, server_env, redis_server, collected_static):
 def start_proxy(tmp_path, static_root):
     started: list[ProxyProcess] = []
 
-    def start(kind: str, producer_port: int) -> ProxyProcess:
+    def start(kind: str, producer_port: int, **options: str) -> ProxyProcess:
+        """Start a proxy. options go to NginxProcess or NodeProcess, such as
+        producer_host and resolver."""
         kinds = {"nginx": NginxProcess, "node": NodeProcess}
-        process = kinds[kind](tmp_path, static_root, producer_port)
+        process = kinds[kind](tmp_path, static_root, producer_port, **options)
         started.append(process)
         return process.start()
 
@@ -530,3 +540,133 @@ async def test_word_events_resume_through_proxy(stack, kind):
 @pytest.mark.parametrize("kind", KINDS)
 async def test_bad_input_rejected_through_proxy(stack, kind):
     await assert_bad_input_rejected(stack.proxy(kind), stack.producer)
+
+
+# Three producer replicas on one port of three loopback addresses, behind one
+# name, as `docker compose up --scale producer=3` puts them. Linux routes all
+# of 127.0.0.0/8 to the loopback interface.
+REPLICA_NAME = "producer.test"
+REPLICA_ADDRESSES = ["127.0.0.2", "127.0.0.3", "127.0.0.4"]
+# WebSocket clients opened through each proxy in the replica test.
+CLIENTS_PER_PROXY = 60
+# nginx starts each request's list of the name's addresses at a random one
+# (ngx_resolver_export in nginx's src/core/ngx_resolver.c), so a replica's
+# share of 60 connections is binomial(60, 1/3), mean 20. The chance that any
+# of the three replicas gets fewer than 5 is under 3e-6.
+NGINX_MIN_SHARE = 5
+
+
+@dataclass
+class Replicas:
+    producers: list[ServerProcess]
+    nginx: NginxProcess
+    node: NodeProcess
+
+
+@pytest.fixture
+def replicas(start_producer, start_proxy, start_word_worker, redis_server):
+    """Three producers that share one Redis and one word worker, and both
+    proxies in front of them, looking their name up in a test DNS server."""
+    start_word_worker(REDIS_URL=redis_server.url)
+    port = free_port()
+    env = {
+        # The word worker is the only word source, as in compose.
+        "IN_PROCESS_WORD_SOURCE": "0",
+        # The tests read each replica's /metrics at its own address.
+        "DJANGO_ALLOWED_HOSTS": ",".join(
+            ["localhost", "127.0.0.1", *REPLICA_ADDRESSES]
+        ),
+    }
+    producers = [
+        start_producer(port, host=address, **env) for address in REPLICA_ADDRESSES
+    ]
+    with DnsServer(REPLICA_NAME, *REPLICA_ADDRESSES) as dns:
+        options = {"producer_host": REPLICA_NAME, "resolver": f"127.0.0.1:{dns.port}"}
+        yield Replicas(
+            producers,
+            start_proxy("nginx", port, **options),
+            start_proxy("node", port, **options),
+        )
+
+
+def metric_values(producers: list[ServerProcess], name: str) -> list[float]:
+    return [metric_value(producer.base_url, name) for producer in producers]
+
+
+def wait_for_clients(producers: list[ServerProcess], total: int) -> list[float]:
+    """Return each producer's count of its own WebSocket clients, once the
+    counts add up to total."""
+    name = "wordstream_active_connections"
+    wait_until(
+        lambda: sum(metric_values(producers, name)) == total,
+        COUNT_DELAY,
+        message=f"the producers' clients did not add up to {total}",
+    )
+    return metric_values(producers, name)
+
+
+async def test_replicas_share_clients_stream_and_count(replicas):
+    producers = replicas.producers
+    total = 2 * CLIENTS_PER_PROXY
+    async with contextlib.AsyncExitStack() as opened:
+        nginx_clients = [
+            await opened.enter_async_context(ws_connect(replicas.nginx.ws_url))
+            for _ in range(CLIENTS_PER_PROXY)
+        ]
+        through_nginx = wait_for_clients(producers, CLIENTS_PER_PROXY)
+        node_clients = [
+            await opened.enter_async_context(ws_connect(replicas.node.ws_url))
+            for _ in range(CLIENTS_PER_PROXY)
+        ]
+        after_node = wait_for_clients(producers, total)
+        through_node = [
+            after - before
+            for before, after in zip(through_nginx, after_node, strict=True)
+        ]
+
+        # node takes the sorted addresses in turn, so the split is exact.
+        share = CLIENTS_PER_PROXY // len(producers)
+        assert through_node == [share] * len(producers)
+        # nginx picks at random, so each replica gets at least a fair share.
+        for address, count in zip(REPLICA_ADDRESSES, through_nginx, strict=True):
+            assert count >= NGINX_MIN_SHARE, f"{address} got {count} of nginx's"
+
+        # One stream: every client receives the same word for each seq, and
+        # every seq up to one sent after the last client connected.
+        clients = nginx_clients + node_clients
+        target_seq = (await receive_words(clients[-1], 1))[0]["seq"] + 1
+        words_by_seq: dict[int, set[str]] = {}
+        for ws in clients:
+            frames = await wait_for_seq(ws, target_seq)
+            seqs = [frame["seq"] for frame in frames]
+            assert seqs == list(range(seqs[0], target_seq + 1))
+            for frame in frames:
+                words_by_seq.setdefault(frame["seq"], set()).add(frame["word"])
+        differing = {
+            seq: words for seq, words in words_by_seq.items() if len(words) > 1
+        }
+        assert differing == {}
+
+        # Global counts: every replica counts the clients of all three.
+        wait_until(
+            lambda: (
+                metric_values(producers, "wordstream_deployment_connections")
+                == [total] * len(producers)
+            ),
+            COUNT_DELAY,
+            message=f"the replicas' deployment counts did not all reach {total}",
+        )
+        async with EventStream(replicas.nginx.base_url + "/api/connections") as events:
+            assert (await events.next_event()) == {"active_connections": total}
+        wait_until(
+            lambda: metric_values(producers, "wordstream_sse_clients") == [0, 0, 0],
+            UPSTREAM_CLOSE_DELAY,
+        )
+        # node sends three requests in a row to the three replicas in turn, so
+        # the count stream of each replica is read.
+        async with contextlib.AsyncExitStack() as streams:
+            for _ in producers:
+                url = replicas.node.base_url + "/api/connections"
+                events = await streams.enter_async_context(EventStream(url))
+                assert (await events.next_event()) == {"active_connections": total}
+            assert metric_values(producers, "wordstream_sse_clients") == [1, 1, 1]
