@@ -1,0 +1,145 @@
+"""The production server's WebSocket protocol class, in uvicorn in this process."""
+
+import asyncio
+import contextlib
+
+import pytest
+import uvicorn
+from websockets.asyncio.client import connect
+
+from wordstream_site.protocol import EventQueue, Flag, WebSocketProtocol
+
+from .servers import free_port
+
+WAIT = 5.0
+
+
+async def test_event_queue_returns_events_in_order():
+    queue = EventQueue()
+    assert queue.empty()
+    queue.put_nowait({"n": 1})
+    queue.put_nowait({"n": 2})
+    assert not queue.empty()
+    assert await queue.get() == {"n": 1}
+    assert await queue.get() == {"n": 2}
+    assert queue.empty()
+
+
+async def test_event_queue_get_waits_for_put():
+    queue = EventQueue()
+    reader = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    assert not reader.done()
+    queue.put_nowait({"n": 1})
+    assert await asyncio.wait_for(reader, WAIT) == {"n": 1}
+
+
+async def test_event_queue_rejects_second_reader():
+    queue = EventQueue()
+    reader = asyncio.ensure_future(queue.get())
+    await asyncio.sleep(0)
+    with pytest.raises(RuntimeError, match="already waiting"):
+        await queue.get()
+    reader.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await reader
+    # A cancelled reader leaves the queue usable.
+    queue.put_nowait({"n": 1})
+    assert await asyncio.wait_for(queue.get(), WAIT) == {"n": 1}
+
+
+async def test_flag_wakes_every_waiter_when_set():
+    flag = Flag()
+    assert not flag.is_set()
+    waiters = [asyncio.ensure_future(flag.wait()) for _ in range(3)]
+    await asyncio.sleep(0)
+    assert not any(waiter.done() for waiter in waiters)
+    flag.set()
+    assert await asyncio.wait_for(asyncio.gather(*waiters), WAIT) == [True] * 3
+    flag.clear()
+    assert not flag.is_set()
+    late = asyncio.ensure_future(flag.wait())
+    await asyncio.sleep(0)
+    assert not late.done()
+    late.cancel()
+
+
+class EchoApp:
+    """Accepts each WebSocket, echoes its text messages and records the close."""
+
+    def __init__(self) -> None:
+        self.closed: asyncio.Future[int] | None = None
+
+    async def __call__(self, scope, receive, send) -> None:
+        assert scope["type"] == "websocket"
+        self.closed = asyncio.get_running_loop().create_future()
+        assert (await receive())["type"] == "websocket.connect"
+        await send({"type": "websocket.accept"})
+        while True:
+            event = await receive()
+            if event["type"] == "websocket.disconnect":
+                self.closed.set_result(event["code"])
+                return
+            await send({"type": "websocket.send", "text": event["text"].upper()})
+
+
+@pytest.fixture
+async def echo_server():
+    app = EchoApp()
+    config = uvicorn.Config(
+        app,
+        host="127.0.0.1",
+        port=free_port(),
+        ws=WebSocketProtocol,
+        lifespan="off",
+        log_level="warning",
+    )
+    server = uvicorn.Server(config)
+    task = asyncio.ensure_future(server.serve())
+    async with asyncio.timeout(WAIT):
+        while not server.started:
+            await asyncio.sleep(0.01)
+    yield server, app, f"ws://127.0.0.1:{config.port}/"
+    server.should_exit = True
+    await asyncio.wait_for(task, WAIT)
+
+
+def only_protocol(server: uvicorn.Server) -> WebSocketProtocol:
+    (protocol,) = server.server_state.connections
+    assert isinstance(protocol, WebSocketProtocol)
+    return protocol
+
+
+async def test_connection_keeps_no_handshake_or_asyncio_queue(echo_server):
+    server, app, url = echo_server
+    async with connect(url) as websocket:
+        await websocket.send("hello")
+        assert await asyncio.wait_for(websocket.recv(), WAIT) == "HELLO"
+        protocol = only_protocol(server)
+        assert protocol.request is None
+        assert protocol.response is None
+        # The replacements took the place of uvicorn's own objects, under
+        # the names uvicorn reads.
+        assert isinstance(protocol.queue, EventQueue)
+        assert isinstance(protocol.writable, Flag)
+        leftovers = [
+            name
+            for name, value in vars(protocol).items()
+            if isinstance(value, asyncio.Queue | asyncio.Event)
+        ]
+        assert leftovers == []
+    assert await asyncio.wait_for(app.closed, WAIT) == 1000
+
+
+async def test_send_waits_while_transport_is_paused(echo_server):
+    server, _, url = echo_server
+    async with connect(url) as websocket:
+        await websocket.send("one")
+        assert await asyncio.wait_for(websocket.recv(), WAIT) == "ONE"
+        protocol = only_protocol(server)
+        protocol.pause_writing()
+        await websocket.send("two")
+        with pytest.raises(TimeoutError):
+            await asyncio.wait_for(websocket.recv(), 0.3)
+        protocol.resume_writing()
+        assert await asyncio.wait_for(websocket.recv(), WAIT) == "TWO"
