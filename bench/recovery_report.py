@@ -175,7 +175,10 @@ def markdown(row: Row, options: argparse.Namespace, machine: dict[str, str]) -> 
         "",
         "Machine:",
         "",
-        f"- load average (1 min) before the run: {row['load_average_1m']:.2f}",
+        "- busy cores in the second before the clients connected: "
+        f"{row['busy_cores_before']:.2f}",
+        f"- load average (1 min) at that moment: {row['load_average_1m']:.2f}"
+        + (", which includes the earlier attempts" if row["attempts"] > 1 else ""),
         machine_section(machine),
         "",
     ]
