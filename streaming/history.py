@@ -8,6 +8,7 @@ epoch is a random id created with the history: when the history is lost
 epoch changes, so a client can tell "nothing missed" from "history gone".
 """
 
+import asyncio
 import math
 import secrets
 from collections import deque
@@ -41,6 +42,14 @@ class Recovery:
     words: list[Word]
     # The oldest seq the history still holds, or None when it is empty.
     oldest_seq: int | None
+
+    def after(self, since: int) -> "Recovery":
+        """Return the same recovery without the words up to since."""
+        return Recovery(
+            self.epoch,
+            [word for word in self.words if word.seq > since],
+            self.oldest_seq,
+        )
 
     def is_complete(self, since: int) -> bool:
         """Return True when no word after since has left the history."""
@@ -98,12 +107,46 @@ class LocalHistory:
 
 
 class RedisHistory:
-    """Reads the history that the leading word source writes to Redis."""
+    """Reads the history that the leading word source writes to Redis.
+
+    Callers that arrive at the same moment, as a thousand clients do when a
+    proxy restarts, share one read. A read per caller would take a
+    connection each from the client's pool, and redis-py's pool raises once
+    its 100 connections are in use. A read serves only the callers that
+    arrived before it was sent, so none gets a history older than its call.
+    """
 
     def __init__(self, redis: Redis) -> None:
         self.redis = redis
+        # The read not yet sent, and the lowest seq its callers passed.
+        self._next_read: asyncio.Future[Recovery] | None = None
+        self._next_since = 0
+        self._read_task: asyncio.Task[None] | None = None
 
     async def since(self, seq: int) -> Recovery:
+        if self._next_read is None:
+            loop = asyncio.get_running_loop()
+            self._next_read = loop.create_future()
+            # Retrieved here too, so an error that no caller awaits any more
+            # is not logged as never retrieved.
+            self._next_read.add_done_callback(_retrieve_exception)
+            self._next_since = seq
+            self._read_task = loop.create_task(self._read(self._next_read))
+        else:
+            self._next_since = min(self._next_since, seq)
+        recovery = await asyncio.shield(self._next_read)
+        return recovery.after(seq)
+
+    async def _read(self, result: asyncio.Future[Recovery]) -> None:
+        # Callers from here on wait for the next read.
+        since, self._next_read = self._next_since, None
+        try:
+            result.set_result(await self._read_since(since))
+        except Exception as exc:
+            # Every caller waiting for this read gets the error.
+            result.set_exception(exc)
+
+    async def _read_since(self, seq: int) -> Recovery:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.get(EPOCH_KEY)
             pipe.zrange(HISTORY_KEY, 0, 0, withscores=True)
@@ -112,3 +155,8 @@ class RedisHistory:
         epoch = epoch_value.decode() if epoch_value else ""
         oldest_seq = int(oldest[0][1]) if oldest else None
         return Recovery(epoch, [decode_entry(e, epoch) for e in entries], oldest_seq)
+
+
+def _retrieve_exception(future: asyncio.Future[Any]) -> None:
+    if not future.cancelled():
+        future.exception()

@@ -189,6 +189,45 @@ async def test_redis_history_is_bounded_and_read_back(redis):
     assert not recovery.is_complete(1)
 
 
+async def test_redis_history_burst_shares_reads(redis, redis_server):
+    leader = redis_leadership(redis, "leader", lock_ttl=30)
+    assert await leader.acquire()
+    words = [await leader.next_tick(f"w{n}", 1000 + n, 0) for n in range(10)]
+    # A pool of 2 connections: a read per caller would raise "Too many
+    # connections" long before the thousandth caller.
+    small_pool = Redis.from_url(redis_server.url, max_connections=2)
+    history = RedisHistory(small_pool)
+    reads_before = await zrangebyscore_calls(redis)
+    callers = [history.since(n % 10) for n in range(1000)]
+    recoveries = await asyncio.gather(*callers)
+    await small_pool.aclose()
+
+    for n, recovery in enumerate(recoveries):
+        assert [w.seq for w in recovery.words] == [w.seq for w in words[n % 10 :]]
+    assert await zrangebyscore_calls(redis) - reads_before == 1
+
+
+async def test_redis_history_caller_after_send_reads_again(redis):
+    leader = redis_leadership(redis, "leader", lock_ttl=30)
+    assert await leader.acquire()
+    first_word = await leader.next_tick("first", 1, 0)
+    history = RedisHistory(redis)
+    early = asyncio.ensure_future(history.since(0))
+    # The early caller's read is sent once its task runs.
+    await asyncio.sleep(0)
+    later_word = await leader.next_tick("later", 2, first_word.seq)
+    # Asked after the word was written, so the read must include it.
+    late = await history.since(0)
+    assert [w.word for w in late.words] == ["first", "later"]
+    assert [w.word for w in (await early).words][0] == "first"
+    assert later_word.seq == first_word.seq + 1
+
+
+async def zrangebyscore_calls(redis: Redis) -> int:
+    stats = await redis.info("commandstats")
+    return stats.get("cmdstat_zrangebyscore", {}).get("calls", 0)
+
+
 async def test_redis_epoch_changes_when_history_is_lost(redis):
     leader = redis_leadership(redis, "leader", lock_ttl=30)
     assert await leader.acquire()
