@@ -4,7 +4,8 @@ import asyncio
 import json
 import logging
 import time
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
+from dataclasses import dataclass
 from typing import Any, Protocol
 
 from .history import Word
@@ -18,12 +19,50 @@ from .metrics import (
 
 logger = logging.getLogger(__name__)
 
+# The scope extension through which a server takes frames that the
+# application encoded: scope["extensions"][FRAMES_EXTENSION]["write"] is a
+# FrameWriter. The production server's WebSocket protocol provides it.
+FRAMES_EXTENSION = "wordstream.websocket.frames"
+
+# Writes one complete WebSocket frame to the socket at once and returns True,
+# or returns False when the frame must go through the ASGI send instead:
+# before the handshake, after a close, or while the socket's buffer is full.
+FrameWriter = Callable[[bytes], bool]
+
+
+def text_frame(text: str) -> bytes:
+    """Return text as a complete, unmasked WebSocket text frame (RFC 6455 5.2)."""
+    payload = text.encode()
+    length = len(payload)
+    # FIN set, opcode 1 (text); the length takes 7 bits, or 16 or 64 more.
+    if length < 126:
+        header = bytes((0x81, length))
+    elif length < 1 << 16:
+        header = bytes((0x81, 126)) + length.to_bytes(2, "big")
+    else:
+        header = bytes((0x81, 127)) + length.to_bytes(8, "big")
+    return header + payload
+
+
+@dataclass(frozen=True, slots=True)
+class Outgoing:
+    """A word encoded once per tick for every subscriber."""
+
+    word: Word
+    # The ASGI websocket.send message.
+    message: dict[str, Any]
+    # The same text as a complete WebSocket frame, for a FrameWriter.
+    frame: bytes
+
+    @classmethod
+    def of(cls, word: Word) -> "Outgoing":
+        text = json.dumps(word.frame())
+        return cls(word, {"type": "websocket.send", "text": text}, text_frame(text))
+
 
 class Subscriber(Protocol):
-    def offer(self, message: dict[str, Any], word: Word) -> bool:
-        """Start sending word, prepared as an ASGI websocket.send message,
-        without waiting. Return False when the frame was dropped.
-        """
+    def offer(self, outgoing: Outgoing) -> bool:
+        """Start sending a word without waiting. Return False when it was dropped."""
         ...
 
     def close_soon(self, code: int) -> None:
@@ -102,14 +141,14 @@ class Fanout:
 
     def broadcast(self, word: Word) -> None:
         """Send one word frame to every subscriber."""
-        message = {"type": "websocket.send", "text": json.dumps(word.frame())}
+        outgoing = Outgoing.of(word)
         started = time.perf_counter()
         dropped = 0
         # A copy: a failed send may discard a subscriber during the loop.
         subscribers = list(self._subscribers)
         for subscriber in subscribers:
             try:
-                sent = subscriber.offer(message, word)
+                sent = subscriber.offer(outgoing)
             except Exception as exc:  # noqa: BLE001 - one client must not stop the rest
                 logger.debug("send of seq %d failed: %r", word.seq, exc)
                 self.discard(subscriber)

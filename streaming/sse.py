@@ -5,7 +5,7 @@ import json
 import logging
 from collections.abc import AsyncIterator
 
-from .fanout import Fanout
+from .fanout import Fanout, Outgoing
 from .history import History, Word
 from .presence import Presence
 from .recovery import ResumePoint, is_newer, last_seen, recover
@@ -67,7 +67,7 @@ class WordStream:
         self.max_backlog = max_backlog
         self.ended = False
 
-    def offer(self, message: object, word: Word) -> bool:
+    def offer(self, outgoing: Outgoing) -> bool:
         if self.ended:
             return False
         if self.words.qsize() >= self.max_backlog:
@@ -76,7 +76,7 @@ class WordStream:
             )
             self.close_soon(0)
             return False
-        self.words.put_nowait(word)
+        self.words.put_nowait(outgoing.word)
         return True
 
     def close_soon(self, code: int) -> None:

@@ -1,8 +1,10 @@
 import asyncio
 
 import pytest
+from websockets.protocol import State
+from websockets.server import ServerProtocol
 
-from streaming.fanout import Fanout, start_eagerly
+from streaming.fanout import Fanout, start_eagerly, text_frame
 from streaming.history import Word
 
 
@@ -74,13 +76,15 @@ async def test_sleep_zero_inside_send_is_driven():
 class RecordingSubscriber:
     def __init__(self, accept=True, fail=False):
         self.messages = []
+        self.frames = []
         self.accept = accept
         self.fail = fail
 
-    def offer(self, message, word):
+    def offer(self, outgoing):
         if self.fail:
             raise ConnectionResetError("reset by peer")
-        self.messages.append(message)
+        self.messages.append(outgoing.message)
+        self.frames.append(outgoing.frame)
         return self.accept
 
     def close_soon(self, code):
@@ -99,6 +103,18 @@ def test_broadcast_encodes_frame_once_per_tick():
         "text": '{"word": "harbour", "seq": 7, "ts": 1000, "epoch": "e1"}',
     }
     assert all(message is messages[0] for message in messages)
+    frames = [subscriber.frames[0] for subscriber in subscribers]
+    assert frames[0] == text_frame(messages[0]["text"])
+    assert all(frame is frames[0] for frame in frames)
+
+
+@pytest.mark.parametrize("length", [0, 60, 125, 126, 65535, 65536, 70000])
+def test_text_frame_matches_websockets_framing(length):
+    text = "é" * (length // 2) + "a" * (length % 2)
+    protocol = ServerProtocol()
+    protocol.state = State.OPEN
+    protocol.send_text(text.encode())
+    assert text_frame(text) == b"".join(protocol.data_to_send())
 
 
 def test_failing_subscriber_is_removed_and_others_served():

@@ -7,6 +7,7 @@ import pytest
 import uvicorn
 from websockets.asyncio.client import connect
 
+from streaming.fanout import FRAMES_EXTENSION, text_frame
 from wordstream_site.protocol import EventQueue, Flag, WebSocketProtocol
 
 from .servers import free_port
@@ -69,9 +70,11 @@ class EchoApp:
 
     def __init__(self) -> None:
         self.closed: asyncio.Future[int] | None = None
+        self.scope: dict | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         assert scope["type"] == "websocket"
+        self.scope = scope
         self.closed = asyncio.get_running_loop().create_future()
         assert (await receive())["type"] == "websocket.connect"
         await send({"type": "websocket.accept"})
@@ -84,24 +87,37 @@ class EchoApp:
 
 
 @pytest.fixture
-async def echo_server():
-    app = EchoApp()
-    config = uvicorn.Config(
-        app,
-        host="127.0.0.1",
-        port=free_port(),
-        ws=WebSocketProtocol,
-        lifespan="off",
-        log_level="warning",
-    )
-    server = uvicorn.Server(config)
-    task = asyncio.ensure_future(server.serve())
-    async with asyncio.timeout(WAIT):
-        while not server.started:
-            await asyncio.sleep(0.01)
-    yield server, app, f"ws://127.0.0.1:{config.port}/"
-    server.should_exit = True
-    await asyncio.wait_for(task, WAIT)
+async def start_echo_server():
+    """Start uvicorn with WebSocketProtocol and EchoApp; stopped after the test."""
+    running = []
+
+    async def start(deflate: bool = False):
+        app = EchoApp()
+        config = uvicorn.Config(
+            app,
+            host="127.0.0.1",
+            port=free_port(),
+            ws=WebSocketProtocol,
+            ws_per_message_deflate=deflate,
+            lifespan="off",
+            log_level="warning",
+        )
+        server = uvicorn.Server(config)
+        running.append((server, asyncio.ensure_future(server.serve())))
+        async with asyncio.timeout(WAIT):
+            while not server.started:
+                await asyncio.sleep(0.01)
+        return server, app, f"ws://127.0.0.1:{config.port}/"
+
+    yield start
+    for server, task in running:
+        server.should_exit = True
+        await asyncio.wait_for(task, WAIT)
+
+
+@pytest.fixture
+async def echo_server(start_echo_server):
+    return await start_echo_server()
 
 
 def only_protocol(server: uvicorn.Server) -> WebSocketProtocol:
@@ -143,3 +159,34 @@ async def test_send_waits_while_transport_is_paused(echo_server):
             await asyncio.wait_for(websocket.recv(), 0.3)
         protocol.resume_writing()
         assert await asyncio.wait_for(websocket.recv(), WAIT) == "TWO"
+
+
+async def test_frame_writer_writes_until_paused_or_closed(echo_server):
+    server, app, url = echo_server
+    async with connect(url) as websocket:
+        await websocket.send("one")
+        assert await asyncio.wait_for(websocket.recv(), WAIT) == "ONE"
+        write = app.scope["extensions"][FRAMES_EXTENSION]["write"]
+        assert write(text_frame("direct"))
+        assert await asyncio.wait_for(websocket.recv(), WAIT) == "direct"
+
+        protocol = only_protocol(server)
+        protocol.pause_writing()
+        assert not write(text_frame("while paused"))
+        protocol.resume_writing()
+        assert write(text_frame("resumed"))
+        assert await asyncio.wait_for(websocket.recv(), WAIT) == "resumed"
+    assert await asyncio.wait_for(app.closed, WAIT) == 1000
+    assert not write(text_frame("after close"))
+    # Closing broke the cycle from the scope back to the protocol.
+    assert FRAMES_EXTENSION not in app.scope["extensions"]
+
+
+async def test_frame_writer_declines_deflate(start_echo_server):
+    _, app, url = await start_echo_server(deflate=True)
+    async with connect(url, compression="deflate") as websocket:
+        await websocket.send("one")
+        assert await asyncio.wait_for(websocket.recv(), WAIT) == "ONE"
+        write = app.scope["extensions"][FRAMES_EXTENSION]["write"]
+        # A compressed connection needs frames that websockets encodes.
+        assert not write(text_frame("uncompressed"))

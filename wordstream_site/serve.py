@@ -18,7 +18,7 @@ from typing import Any
 import uvicorn
 from django.core.exceptions import ImproperlyConfigured
 
-from .protocol import WebSocketProtocol
+from .protocol import HTTPProtocol, WebSocketProtocol
 
 logger = logging.getLogger(__name__)
 
@@ -76,6 +76,7 @@ def server_options() -> dict[str, Any]:
         # time per connection of its implementations; this subclass of it
         # holds less per connection still.
         "ws": WebSocketProtocol,
+        "http": HTTPProtocol,
         # A word frame is about 60 bytes: compression saves nothing and costs
         # about three times the memory per connection.
         "ws_per_message_deflate": False,
