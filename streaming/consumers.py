@@ -171,7 +171,7 @@ class WordConsumer(AsyncWebsocketConsumer):
         """Write the frame at once if the server can, else start an ASGI send.
 
         The direct write skips three coroutines and the per-connection
-        framing: a tick to 10,000 clients took about 120 ms instead of 160.
+        framing: a tick to 10,000 clients took about 130 ms instead of 160.
         """
         self.words_delivered += 1
         if self._write_frame is not None and self._write_frame(outgoing.frame):

@@ -1,7 +1,7 @@
 """uvicorn's sans-I/O WebSocket protocol, with less memory per connection.
 
 An idle connection's memory is mostly Python objects held by the protocol
-instance. Three of them are larger than what they do needs:
+instance. Three of them take more memory than their use needs:
 
 - the receive queue, an asyncio.Queue: three deques of 760 bytes each, even
   when empty, for a queue that contains one or two events at a time;
@@ -124,11 +124,12 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             self.scope["extensions"].pop(FRAMES_EXTENSION, None)
 
     def write_frame(self, frame: bytes) -> bool:
-        """Write a complete frame encoded by the application; return False
-        when it must go through send(): unless the connection is open (the
-        handshake done, no close sent or received), while the transport is
-        over its high-water mark, or when an extension such as
-        permessage-deflate changes the frames.
+        """Write a complete frame encoded by the application, and return True.
+
+        Return False, and write nothing, when the frame must go through
+        send() instead: unless the connection is open (handshake done, no
+        close sent or received), while the transport is over its high-water
+        mark, or when an extension such as permessage-deflate changes frames.
         """
         if (
             self.conn.state is not State.OPEN
