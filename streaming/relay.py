@@ -59,6 +59,10 @@ class Relay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep relaying once the layer is back
+                if _cancel_requested():
+                    # The layer's client swallowed a cancellation and failed
+                    # in its place: stop as the cancellation asked.
+                    raise asyncio.CancelledError from exc
                 if not failed:
                     logger.warning(
                         "relay %s: channel layer failed: %s", self.channel_name, exc
@@ -88,3 +92,8 @@ class Relay:
         self.last_seq = seq
         word = Word(str(event["word"]), seq, int(event["ts"]), str(event["epoch"]))
         self.fanout.broadcast(word)
+
+
+def _cancel_requested() -> bool:
+    task = asyncio.current_task()
+    return task is not None and task.cancelling() > 0

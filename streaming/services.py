@@ -25,6 +25,9 @@ from .source import WordSource, build_history, build_word_source
 
 logger = logging.getLogger(__name__)
 
+# Seconds stop() waits for the cancelled background tasks.
+STOP_TIMEOUT = 5.0
+
 
 class Services:
     """The relay, presence, recorder and word source of this process.
@@ -38,7 +41,9 @@ class Services:
         self.started = False
         self._start_lock: asyncio.Lock | None = None
         self._tasks: set[asyncio.Task[None]] = set()
-        self.process_id = new_process_id()
+        # Set by start(), in the process that serves: a server that forks its
+        # processes after importing the application must not share one id.
+        self.process_id = ""
         self.word_source: WordSource | None = None
 
     async def start(self) -> None:
@@ -51,6 +56,7 @@ class Services:
                 await self._start()
 
     async def _start(self) -> None:
+        self.process_id = new_process_id()
         layer = get_channel_layer()
         self.fanout = Fanout()
         self.presence = Presence(layer, self.process_id)
@@ -124,16 +130,33 @@ class Services:
                 "closing %d WebSocket clients with code %d", len(consumers), code
             )
 
+    async def _cancel_tasks(self) -> None:
+        """Cancel the background tasks and wait up to STOP_TIMEOUT for them.
+
+        A task that a library keeps from ending must not hold up the
+        server's shutdown: it is logged and left behind.
+        """
+        tasks = list(self._tasks)
+        self._tasks.clear()
+        if not tasks:
+            return
+        for task in tasks:
+            task.cancel()
+        _, running = await asyncio.wait(tasks, timeout=STOP_TIMEOUT)
+        for task in running:
+            logger.error(
+                "task %s still running %s s after its cancellation",
+                task.get_name(),
+                STOP_TIMEOUT,
+            )
+
     async def stop(self) -> None:
         """Cancel the background tasks, then write what is left to record."""
         if not self.started:
             return
         await self.close_clients(CloseCode.GOING_AWAY)
         self.started = False
-        for task in list(self._tasks):
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self._tasks.clear()
+        await self._cancel_tasks()
         self.recorder.stop()
         await asyncio.gather(self._recording, return_exceptions=True)
         self.word_source = None

@@ -1,18 +1,25 @@
 """One real server process with a real redis-server."""
 
 import asyncio
+import contextlib
+import os
+import signal
 import statistics
 from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from .clients import EventStream, metric_value, receive_words, ws_connect
 from .conftest import TEST_WORD_INTERVAL
+from .servers import wait_until
 
 pytestmark = pytest.mark.slow
 
-SERVER_KINDS = ["daphne", "uvicorn"]
+# serve is the production server (wordstream_site.serve, with its own
+# protocol classes); uvicorn is stock uvicorn on the same ASGI application.
+SERVER_KINDS = ["daphne", "uvicorn", "serve"]
 
 
 @pytest.mark.parametrize("kind", SERVER_KINDS)
@@ -107,3 +114,58 @@ async def wait_for_metric(base_url, name, expected, timeout):
             await asyncio.sleep(0.05)
 
     await asyncio.wait_for(reached(), timeout)
+
+
+def child_pids(pid: int) -> set[int]:
+    children = Path(f"/proc/{pid}/task/{pid}/children").read_text().split()
+    return {int(child) for child in children}
+
+
+def is_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+async def test_server_processes_share_stream_and_restart(start_server, redis_server):
+    server = start_server("serve", REDIS_URL=redis_server.url, WEB_CONCURRENCY="2")
+    workers = wait_until(
+        lambda: len(child_pids(server.pid)) == 2 and child_pids(server.pid), 10
+    )
+    assert "started 2 server processes" in server.log()
+
+    # A worker killed by a signal is replaced, and the port keeps serving.
+    killed = min(workers)
+    os.kill(killed, signal.SIGKILL)
+    wait_until(lambda: killed not in child_pids(server.pid), 10)
+    workers = wait_until(
+        lambda: len(child_pids(server.pid)) == 2 and child_pids(server.pid), 10
+    )
+    assert killed not in workers
+    assert f"server process {killed} exited with -9; starting another" in server.log()
+
+    clients = [ws_connect(server.ws_url) for _ in range(10)]
+    async with contextlib.AsyncExitStack() as stack:
+        sockets = [await stack.enter_async_context(client) for client in clients]
+        frames = await asyncio.gather(*(receive_words(ws, 3) for ws in sockets))
+        # One stream: whichever process serves a client, a seq carries one word.
+        words_by_seq: dict[int, set[str]] = {}
+        for frame in (frame for client_frames in frames for frame in client_frames):
+            words_by_seq.setdefault(frame["seq"], set()).add(frame["word"])
+        assert all(len(words) == 1 for words in words_by_seq.values())
+        # The count is the deployment's, whichever process serves the stream.
+        async with EventStream(server.base_url + "/api/connections") as events:
+            await events.wait_for_count(10, timeout=5)
+
+        # SIGTERM reaches every worker, which close their clients with 1001.
+        server.send_signal(signal.SIGTERM)
+        for ws in sockets:
+            with pytest.raises(ConnectionClosed):
+                while True:
+                    await asyncio.wait_for(ws.recv(), 10)
+            assert ws.close_code == 1001
+    assert server.popen.wait(15) == 0
+    assert not any(is_alive(pid) for pid in workers)
+    assert "server processes stopped" in server.log()

@@ -20,7 +20,9 @@ from django.core.exceptions import ImproperlyConfigured
 
 from .protocol import HTTPProtocol, WebSocketProtocol
 
-logger = logging.getLogger(__name__)
+# Named, because `python -m` runs this module as __main__, a logger that the
+# settings' LOGGING would leave at the root's WARNING level.
+logger = logging.getLogger("wordstream_site.serve")
 
 # Connections the kernel queues while the server accepts: thousands of
 # clients reconnecting at once overflow a short backlog (daphne's is 50).
@@ -28,7 +30,7 @@ BACKLOG = 4096
 
 # The collector's thresholds per generation: Python's defaults for the two
 # young ones, and full collections a hundred times rarer than by default. A
-# full collection walks every live object, and each connection holds about a
+# full collection walks every live object, and each connection has about a
 # hundred. Opening 10,000 connections with the defaults took 10 full
 # collections, 2.6 s in all and up to 0.65 s each with the event loop
 # stopped; with these thresholds and the startup objects frozen, none.
@@ -74,7 +76,7 @@ def server_options() -> dict[str, Any]:
         "workers": workers,
         # uvicorn's sans-I/O websockets protocol costs the least memory and
         # time per connection of its implementations; this subclass of it
-        # holds less per connection still.
+        # keeps less per connection still.
         "ws": WebSocketProtocol,
         "http": HTTPProtocol,
         # A word frame is about 60 bytes: compression saves nothing and costs
@@ -164,7 +166,9 @@ class Supervisor:
 
     def _start_process(self) -> multiprocessing.process.BaseProcess:
         server = Server(self.config)
-        process = self.context.Process(target=server.run, args=([self.socket],))
+        process = self.context.Process(
+            target=run_server_process, args=(server, [self.socket])
+        )
         process.start()
         return process
 
@@ -183,6 +187,17 @@ class Supervisor:
         for process in self.processes:
             if process.pid is not None and process.is_alive():
                 os.kill(process.pid, signum)
+
+
+def run_server_process(server: Server, sockets: list[Any]) -> None:
+    """Run one forked server process.
+
+    The fork copies the supervisor's handlers for SIGINT and SIGTERM; the
+    defaults come back first, so that uvicorn's own handling applies.
+    """
+    for signum in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(signum, signal.SIG_DFL)
+    server.run(sockets)
 
 
 def main() -> None:
