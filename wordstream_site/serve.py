@@ -79,7 +79,7 @@ def server_options() -> dict[str, Any]:
         # keeps less per connection still.
         "ws": WebSocketProtocol,
         "http": HTTPProtocol,
-        # A word frame is about 60 bytes: compression saves nothing and costs
+        # A word frame is about 80 bytes: compression saves nothing and costs
         # about three times the memory per connection.
         "ws_per_message_deflate": False,
         "ws_max_size": settings.WS_MAX_MESSAGE_SIZE,
