@@ -1,4 +1,4 @@
-"""WebSocket close codes the server sends (RFC 6455, section 7.4.1)."""
+"""WebSocket close codes the server sends or records (RFC 6455, section 7.4.1)."""
 
 from enum import IntEnum
 
@@ -11,3 +11,5 @@ class CloseCode(IntEnum):
     POLICY_VIOLATION = 1008
     # The client reads too slowly: its backlog of unsent frames is full.
     TRY_AGAIN_LATER = 1013
+    # Recorded, never sent: the connection ended without a close frame.
+    ABNORMAL_CLOSURE = 1006

@@ -9,6 +9,7 @@ epoch changes, so a client can tell "nothing missed" from "history gone".
 """
 
 import asyncio
+import functools
 import math
 import secrets
 from collections import deque
@@ -110,10 +111,11 @@ class RedisHistory:
     """Reads the history that the leading word source writes to Redis.
 
     Callers that arrive at the same moment, as a thousand clients do when a
-    proxy restarts, share one read. A read per caller would take a
-    connection each from the client's pool, and redis-py's pool raises once
-    its 100 connections are in use. A read serves only the callers that
-    arrived before it was sent, so none gets a history older than its call.
+    proxy restarts, share one read, and one read runs at a time. A read per
+    caller would take a connection each from the client's pool, and
+    redis-py's pool raises once its 100 connections are in use. A read
+    serves only the callers that arrived before it was sent, so none gets a
+    history older than its call.
     """
 
     def __init__(self, redis: Redis) -> None:
@@ -131,20 +133,43 @@ class RedisHistory:
             # is not logged as never retrieved.
             self._next_read.add_done_callback(_retrieve_exception)
             self._next_since = seq
-            self._read_task = loop.create_task(self._read(self._next_read))
+            self._read_task = loop.create_task(
+                self._read(self._next_read, self._read_task)
+            )
+            self._read_task.add_done_callback(
+                functools.partial(self._abandon, self._next_read)
+            )
         else:
             self._next_since = min(self._next_since, seq)
         recovery = await asyncio.shield(self._next_read)
         return recovery.after(seq)
 
-    async def _read(self, result: asyncio.Future[Recovery]) -> None:
-        # Callers from here on wait for the next read.
-        since, self._next_read = self._next_since, None
+    async def _read(
+        self, result: asyncio.Future[Recovery], previous: asyncio.Task[None] | None
+    ) -> None:
         try:
+            # One read at a time: callers that arrive meanwhile share the next.
+            if previous is not None and not previous.done():
+                await asyncio.wait([previous])
+            # Callers from here on wait for the next read.
+            since, self._next_read = self._next_since, None
             result.set_result(await self._read_since(since))
         except Exception as exc:
             # Every caller waiting for this read gets the error.
             result.set_exception(exc)
+
+    def _abandon(
+        self, result: asyncio.Future[Recovery], task: asyncio.Task[None]
+    ) -> None:
+        """Cancel a read's result when its task ended without one.
+
+        A task cancelled before it started never runs its body, so this is
+        a done callback: the callers must not wait forever.
+        """
+        if not result.done():
+            result.cancel()
+        if self._next_read is result:
+            self._next_read = None
 
     async def _read_since(self, seq: int) -> Recovery:
         async with self.redis.pipeline(transaction=True) as pipe:

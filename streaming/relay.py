@@ -49,6 +49,10 @@ class Relay:
         """
         failed = False
         while True:
+            if _cancel_requested():
+                # Cancelled while the layer swallowed the cancellation and
+                # returned an event: stop as the cancellation asked.
+                raise asyncio.CancelledError
             try:
                 if failed:
                     await self.join_groups()

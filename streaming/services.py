@@ -158,10 +158,19 @@ class Services:
         self.started = False
         await self._cancel_tasks()
         self.recorder.stop()
-        await asyncio.gather(self._recording, return_exceptions=True)
         self.word_source = None
-        await self.presence.close()
-        await self.recorder.flush()
+        try:
+            async with asyncio.timeout(STOP_TIMEOUT):
+                await asyncio.gather(self._recording, return_exceptions=True)
+                await self.presence.close()
+                await self.recorder.flush()
+        except TimeoutError:
+            logger.error(
+                "writing the last connection rows and presence report of %s "
+                "timed out after %s s",
+                self.process_id,
+                STOP_TIMEOUT,
+            )
         logger.info("streaming stopped: process %s", self.process_id)
 
 

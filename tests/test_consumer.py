@@ -81,6 +81,29 @@ async def test_disconnect_leaves_fanout_and_presence(services):
     assert services.presence.local_count == 0
 
 
+async def test_failed_connect_leaves_fanout_and_presence(services, monkeypatch):
+    async def failing_read(seq):
+        raise RuntimeError("history read failed")
+
+    monkeypatch.setattr(services.history, "since", failing_read)
+    client = WebsocketCommunicator(
+        application,
+        "/ws?since=1&epoch=e1",
+        headers=[(b"host", b"127.0.0.1:8000"), (b"origin", b"http://127.0.0.1:8000")],
+    )
+    client.scope["client"] = ["127.0.0.1", 50000]
+    # Accepted, then the recovery in connect() raises.
+    assert (await client.connect(timeout=TIMEOUT))[0]
+    with pytest.raises(RuntimeError, match="history read failed"):
+        await client.wait(timeout=TIMEOUT)
+    assert len(services.fanout) == 0
+    assert services.presence.local_count == 0
+    await services.recorder.flush()
+    row = await Connection.objects.aget()
+    assert row.state == ConnectionState.CLOSED
+    assert row.close_code == 1006
+
+
 async def test_foreign_origin_is_rejected_and_logged(services, caplog):
     caplog.set_level(logging.WARNING, logger="streaming.handshake")
     client = communicator(origin=b"https://evil.example")

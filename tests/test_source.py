@@ -223,6 +223,22 @@ async def test_redis_history_caller_after_send_reads_again(redis):
     assert later_word.seq == first_word.seq + 1
 
 
+async def test_redis_history_cancelled_read_frees_callers(redis):
+    leader = redis_leadership(redis, "leader", lock_ttl=30)
+    assert await leader.acquire()
+    await leader.next_tick("only", 1, 0)
+    history = RedisHistory(redis)
+    caller = asyncio.ensure_future(history.since(0))
+    # The caller's task creates the read task; cancel that before it runs.
+    await asyncio.sleep(0)
+    history._read_task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(caller, 5)
+    # The next caller starts a read of its own.
+    recovery = await asyncio.wait_for(history.since(0), 5)
+    assert [w.word for w in recovery.words] == ["only"]
+
+
 async def zrangebyscore_calls(redis: Redis) -> int:
     stats = await redis.info("commandstats")
     return stats.get("cmdstat_zrangebyscore", {}).get("calls", 0)

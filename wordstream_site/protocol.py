@@ -128,12 +128,14 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
 
         Return False, and write nothing, when the frame must go through
         send() instead: unless the connection is open (handshake done, no
-        close sent or received), while the transport is over its high-water
-        mark, or when an extension such as permessage-deflate changes frames.
+        close sent or received, transport not closing), while the transport
+        is over its high-water mark, or when an extension such as
+        permessage-deflate changes frames.
         """
         if (
             self.conn.state is not State.OPEN
             or self.disconnected
+            or self.transport.is_closing()
             or not self.writable.is_set()
             or self.conn.extensions
         ):

@@ -32,8 +32,8 @@ BACKLOG = 4096
 # young ones, and full collections a hundred times rarer than by default. A
 # full collection walks every live object, and each connection has about a
 # hundred. Opening 10,000 connections with the defaults took 10 full
-# collections, 2.6 s in all and up to 0.65 s each with the event loop
-# stopped; with these thresholds and the startup objects frozen, none.
+# collections: 2.6 s in all, up to 0.65 s each with the event loop stopped.
+# With these thresholds and the startup objects frozen, it took none.
 GC_THRESHOLDS = (700, 10, 1000)
 
 
@@ -136,13 +136,17 @@ def run(options: dict[str, Any]) -> None:
         Server(config).run()
 
 
+STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
+
+
 class Supervisor:
     """Runs config.workers server processes on one listening socket.
 
     uvicorn's own supervisor always runs its stock server class, so this one
     forks the processes itself. Each runs Server on the socket bound here. A
-    process that dies is started again, and SIGINT or SIGTERM is passed on to
-    every process.
+    process that dies is started again. SIGINT or SIGTERM stops every
+    process with SIGTERM: a terminal's Ctrl-C also reaches them directly,
+    and a second SIGINT would make uvicorn skip its graceful shutdown.
     """
 
     def __init__(self, config: uvicorn.Config) -> None:
@@ -153,9 +157,10 @@ class Supervisor:
         self.stopping = False
 
     def run(self) -> None:
-        for signum in (signal.SIGINT, signal.SIGTERM):
+        for signum in STOP_SIGNALS:
             signal.signal(signum, self._forward)
-        self.processes = [self._start_process() for _ in range(self.config.workers)]
+        for _ in range(self.config.workers):
+            self._start_process(len(self.processes))
         logger.info("started %d server processes", len(self.processes))
         while not self.stopping:
             self._restart_dead()
@@ -164,13 +169,26 @@ class Supervisor:
             process.join()
         logger.info("server processes stopped")
 
-    def _start_process(self) -> multiprocessing.process.BaseProcess:
+    def _start_process(self, index: int) -> None:
+        """Start a server process as processes[index].
+
+        The stop signals stay blocked until the process is in the list, so
+        _forward() reaches every process it can see, and the child unblocks
+        them only once it has its own handlers.
+        """
         server = Server(self.config)
         process = self.context.Process(
             target=run_server_process, args=(server, [self.socket])
         )
-        process.start()
-        return process
+        signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
+        try:
+            process.start()
+            if index < len(self.processes):
+                self.processes[index] = process
+            else:
+                self.processes.append(process)
+        finally:
+            signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
 
     def _restart_dead(self) -> None:
         for index, process in enumerate(self.processes):
@@ -180,23 +198,25 @@ class Supervisor:
                     process.pid,
                     process.exitcode,
                 )
-                self.processes[index] = self._start_process()
+                self._start_process(index)
 
     def _forward(self, signum: int, frame: Any) -> None:
         self.stopping = True
         for process in self.processes:
             if process.pid is not None and process.is_alive():
-                os.kill(process.pid, signum)
+                os.kill(process.pid, signal.SIGTERM)
 
 
 def run_server_process(server: Server, sockets: list[Any]) -> None:
     """Run one forked server process.
 
-    The fork copies the supervisor's handlers for SIGINT and SIGTERM; the
-    defaults come back first, so that uvicorn's own handling applies.
+    The fork copies the supervisor's handlers for SIGINT and SIGTERM, with
+    both blocked: the defaults come back before they are unblocked, and
+    uvicorn then installs its own.
     """
-    for signum in (signal.SIGINT, signal.SIGTERM):
+    for signum in STOP_SIGNALS:
         signal.signal(signum, signal.SIG_DFL)
+    signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
     server.run(sockets)
 
 
