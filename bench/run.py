@@ -146,12 +146,12 @@ def raise_open_file_limit(needed: int = OPEN_FILES, clients: int = 10000) -> Non
     needed is the limit that a run with `clients` clients needs.
     """
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    wanted = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
-    if soft < wanted:
-        resource.setrlimit(resource.RLIMIT_NOFILE, (wanted, hard))
-    if wanted < needed:
+    limit = needed if hard == resource.RLIM_INFINITY else min(needed, hard)
+    if soft < limit:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (limit, hard))
+    if limit < needed:
         print(
-            f"warning: the open-file limit is {wanted}, below the {needed} "
+            f"warning: the open-file limit is {limit}, below the {needed} "
             f"that {clients:,} clients need",
             file=sys.stderr,
         )

@@ -31,7 +31,7 @@ def parse_question(message: bytes) -> tuple[str, int, int]:
 class DnsServer:
     def __init__(self, name: str, *addresses: str):
         self.name = name
-        # One A record per address, in this order, in every answer.
+        # One A record per address, in this order, in every response.
         self.addresses = [socket.inet_aton(a) for a in addresses or ["127.0.0.1"]]
         self.queries: list[str] = []
         self._socket = socket.socket(socket.AF_INET, socket.SOCK_DGRAM)

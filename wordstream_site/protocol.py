@@ -126,11 +126,11 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def write_frame(self, frame: bytes) -> bool:
         """Write a complete frame encoded by the application, and return True.
 
-        Return False, and write nothing, when the frame must go through
-        send() instead: unless the connection is open (handshake done, no
-        close sent or received, transport not closing), while the transport
-        is over its high-water mark, or when an extension such as
-        permessage-deflate changes frames.
+        Return False and write nothing when the frame must go through send()
+        instead. That is the case before the handshake is done, once a close
+        is sent or received, while the transport is closing or over its
+        high-water mark, and when an extension such as permessage-deflate
+        changes the frames.
         """
         if (
             self.conn.state is not State.OPEN
