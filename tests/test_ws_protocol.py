@@ -6,9 +6,15 @@ import contextlib
 import pytest
 import uvicorn
 from websockets.asyncio.client import connect
+from websockets.exceptions import ConnectionClosed
 
 from streaming.fanout import FRAMES_EXTENSION, text_frame
-from wordstream_site.protocol import EventQueue, Flag, WebSocketProtocol
+from wordstream_site.protocol import (
+    ConnectionState,
+    EventQueue,
+    Flag,
+    WebSocketProtocol,
+)
 
 from .servers import free_port
 
@@ -66,23 +72,36 @@ async def test_flag_wakes_every_waiter_when_set():
 
 
 class EchoApp:
-    """Accepts each WebSocket, echoes its text messages and records the close."""
+    """Accepts each WebSocket, echoes its text messages and records the close.
+
+    It also tries the frame writer before it accepts, and right after it
+    sends a close in reply to a client's "close" message.
+    """
 
     def __init__(self) -> None:
         self.closed: asyncio.Future[int] | None = None
         self.scope: dict | None = None
+        self.written_before_accept: bool | None = None
+        self.written_after_close: bool | None = None
 
     async def __call__(self, scope, receive, send) -> None:
         assert scope["type"] == "websocket"
         self.scope = scope
         self.closed = asyncio.get_running_loop().create_future()
         assert (await receive())["type"] == "websocket.connect"
+        write = scope["extensions"].get(FRAMES_EXTENSION, {}).get("write")
+        if write is not None:
+            self.written_before_accept = write(text_frame("before accept"))
         await send({"type": "websocket.accept"})
         while True:
             event = await receive()
             if event["type"] == "websocket.disconnect":
                 self.closed.set_result(event["code"])
                 return
+            if event["text"] == "close":
+                await send({"type": "websocket.close", "code": 4000})
+                self.written_after_close = write(text_frame("after close"))
+                continue
             await send({"type": "websocket.send", "text": event["text"].upper()})
 
 
@@ -138,6 +157,7 @@ async def test_connection_keeps_no_handshake_or_asyncio_queue(echo_server):
         # the names uvicorn reads.
         assert isinstance(protocol.queue, EventQueue)
         assert isinstance(protocol.writable, Flag)
+        assert isinstance(protocol.conn, ConnectionState)
         leftovers = [
             name
             for name, value in vars(protocol).items()
@@ -180,6 +200,26 @@ async def test_frame_writer_writes_until_paused_or_closed(echo_server):
     assert not write(text_frame("after close"))
     # Closing broke the cycle from the scope back to the protocol.
     assert FRAMES_EXTENSION not in app.scope["extensions"]
+
+
+async def test_frame_writer_waits_for_handshake(echo_server):
+    _, app, url = echo_server
+    async with connect(url) as websocket:
+        await websocket.send("one")
+        # The echo is the first frame: the write before the accept was declined.
+        assert await asyncio.wait_for(websocket.recv(), WAIT) == "ONE"
+    assert app.written_before_accept is False
+
+
+async def test_frame_writer_stops_after_close(echo_server):
+    _, app, url = echo_server
+    async with connect(url) as websocket:
+        await websocket.send("close")
+        with pytest.raises(ConnectionClosed) as closed:
+            await asyncio.wait_for(websocket.recv(), WAIT)
+    # No data frame followed the close frame.
+    assert closed.value.rcvd.code == 4000
+    assert app.written_after_close is False
 
 
 async def test_frame_writer_declines_deflate(start_echo_server):

@@ -15,13 +15,19 @@ drops the third after the handshake.
 It also offers the application a frame writer (streaming.fanout's
 FRAMES_EXTENSION in the scope's extensions): a frame encoded once per tick
 is written to each socket directly, instead of through send() and
-websockets' framing per connection.
+websockets' framing per connection. The writer is a FrameSink, which holds
+only the transport and a flag. The protocol updates the flag whenever the
+connection's state or the transport's flow control changes, so a write
+reads no other object. Reading the protocol's, the connection's and the
+flow control's state on every write made a tick to 10,000 clients about
+10% longer.
 
 It relies on the attributes of the pinned uvicorn version, and
 tests/test_ws_protocol.py checks them.
 """
 
 import asyncio
+from collections.abc import Callable
 from typing import Any
 
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
@@ -30,6 +36,7 @@ from uvicorn.protocols.websockets.websockets_sansio_impl import (
 )
 from websockets.http11 import Request
 from websockets.protocol import State
+from websockets.server import ServerProtocol
 
 from streaming.fanout import FRAMES_EXTENSION
 
@@ -102,6 +109,45 @@ class Flag:
         return True
 
 
+class FrameSink:
+    """A frame writer that writes the application's frames to one transport.
+
+    The fan-out calls it once per client and tick, so it reads only the
+    transport and a flag, which the protocol keeps up to date.
+    """
+
+    __slots__ = ("open", "transport")
+
+    def __init__(self, transport: asyncio.Transport) -> None:
+        self.transport = transport
+        # True while a frame may be written directly; see
+        # WebSocketProtocol._update_sink().
+        self.open = False
+
+    def __call__(self, frame: bytes) -> bool:
+        if self.open and not self.transport.is_closing():
+            self.transport.write(frame)
+            return True
+        return False
+
+
+class ConnectionState(ServerProtocol):
+    """websockets' server state machine, which reports each change of state."""
+
+    def __init__(self, on_state_change: Callable[[], None], **kwargs: Any) -> None:
+        self._on_state_change = on_state_change
+        super().__init__(**kwargs)
+
+    @property
+    def state(self) -> State:
+        return self._state
+
+    @state.setter
+    def state(self, state: State) -> None:
+        ServerProtocol.state.fset(self, state)  # type: ignore[attr-defined]
+        self._on_state_change()
+
+
 class WebSocketProtocol(WebSocketsSansIOProtocol):
     """The protocol that `python -m wordstream_site.serve` runs for WebSockets."""
 
@@ -110,38 +156,58 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.queue = EventQueue()  # type: ignore[assignment]
         self.writable = Flag()  # type: ignore[assignment]
         self.writable.set()
+        # Made in connection_made(); _update_sink() runs before that too.
+        self.sink: FrameSink | None = None
+        self.conn = ConnectionState(
+            self._update_sink,
+            extensions=self.conn.available_extensions,
+            max_size=self.config.ws_max_size,
+            logger=self.conn.logger,
+        )
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        super().connection_made(transport)  # type: ignore[arg-type]
+        self.sink = FrameSink(self.transport)
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
         if self.response.status_code == 101:
-            self.scope["extensions"][FRAMES_EXTENSION] = {"write": self.write_frame}
+            self.scope["extensions"][FRAMES_EXTENSION] = {"write": self.sink}
 
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
-        # The scope refers to this protocol through the writer: a cycle that
-        # only a full collection, which the server makes rare, would free.
+        self._update_sink()
+        # Otherwise the sink, and through it the transport, stays alive for
+        # as long as the application keeps a reference to the scope.
         if hasattr(self, "scope"):
             self.scope["extensions"].pop(FRAMES_EXTENSION, None)
 
-    def write_frame(self, frame: bytes) -> bool:
-        """Write a complete frame encoded by the application, and return True.
+    def pause_writing(self) -> None:
+        super().pause_writing()
+        self._update_sink()
 
-        Return False and write nothing when the frame must go through send()
-        instead. That is the case before the handshake is done, once a close
-        is sent or received, while the transport is closing or over its
-        high-water mark, and when an extension such as permessage-deflate
-        changes the frames.
+    def resume_writing(self) -> None:
+        super().resume_writing()
+        self._update_sink()
+
+    def _update_sink(self) -> None:
+        """Let the sink write while the connection is open and keeps up.
+
+        Called on each change of the connection's state, of the transport's
+        flow control and when the connection is lost. A frame must go
+        through send() instead before the handshake is done, once a close
+        is sent or received, while the transport is over its high-water
+        mark, and when an extension such as permessage-deflate changes the
+        frames.
         """
-        if (
-            self.conn.state is not State.OPEN
-            or self.disconnected
-            or self.transport.is_closing()
-            or not self.writable.is_set()
-            or self.conn.extensions
-        ):
-            return False
-        self.transport.write(frame)
-        return True
+        if self.sink is None:
+            return
+        self.sink.open = (
+            self.conn.state is State.OPEN
+            and not self.conn.extensions
+            and self.writable.is_set()
+            and not self.disconnected
+        )
 
     async def send(self, message: Any) -> None:
         await super().send(message)
