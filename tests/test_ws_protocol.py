@@ -2,6 +2,8 @@
 
 import asyncio
 import contextlib
+import gc
+import weakref
 
 import pytest
 import uvicorn
@@ -230,3 +232,20 @@ async def test_frame_writer_declines_deflate(start_echo_server):
         write = app.scope["extensions"][FRAMES_EXTENSION]["write"]
         # A compressed connection needs frames that websockets encodes.
         assert not write(text_frame("uncompressed"))
+
+
+async def test_closed_connection_freed_without_collector(echo_server):
+    server, app, url = echo_server
+    gc.disable()
+    try:
+        async with connect(url) as websocket:
+            await websocket.send("one")
+            assert await asyncio.wait_for(websocket.recv(), WAIT) == "ONE"
+            protocol = weakref.ref(only_protocol(server))
+        assert await asyncio.wait_for(app.closed, WAIT) == 1000
+        # Reference counting alone frees the protocol once its task is done.
+        async with asyncio.timeout(WAIT):
+            while protocol() is not None:
+                await asyncio.sleep(0.01)
+    finally:
+        gc.enable()

@@ -132,10 +132,16 @@ class FrameSink:
 
 
 class ConnectionState(ServerProtocol):
-    """websockets' server state machine, which reports each change of state."""
+    """websockets' server state machine, which reports each change of state.
 
-    def __init__(self, on_state_change: Callable[[], None], **kwargs: Any) -> None:
-        self._on_state_change = on_state_change
+    on_state_change refers back to the protocol, a cycle that the protocol
+    breaks when the connection is lost by setting it to None.
+    """
+
+    def __init__(
+        self, on_state_change: Callable[[], None] | None, **kwargs: Any
+    ) -> None:
+        self.on_state_change = on_state_change
         super().__init__(**kwargs)
 
     @property
@@ -145,7 +151,8 @@ class ConnectionState(ServerProtocol):
     @state.setter
     def state(self, state: State) -> None:
         ServerProtocol.state.fset(self, state)  # type: ignore[attr-defined]
-        self._on_state_change()
+        if self.on_state_change is not None:
+            self.on_state_change()
 
 
 class WebSocketProtocol(WebSocketsSansIOProtocol):
@@ -177,6 +184,7 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._update_sink()
+        self.conn.on_state_change = None
         # Otherwise the sink, and through it the transport, stays alive for
         # as long as the application keeps a reference to the scope.
         if hasattr(self, "scope"):
