@@ -37,3 +37,13 @@ async def test_count_stream_sends_changes_coalesced(monkeypatch):
 
 def test_heartbeat_interval_is_under_15_seconds():
     assert sse.HEARTBEAT_INTERVAL < 15
+
+
+def test_heartbeat_timeouts_spread_over_half_interval():
+    timeouts = [sse.heartbeat_timeout() for _ in range(1000)]
+    assert min(timeouts) >= sse.HEARTBEAT_INTERVAL / 2
+    assert max(timeouts) <= sse.HEARTBEAT_INTERVAL
+    # Spread out, not bunched: both halves of the range are used.
+    middle = sse.HEARTBEAT_INTERVAL * 0.75
+    assert sum(timeout < middle for timeout in timeouts) > 300
+    assert sum(timeout > middle for timeout in timeouts) > 300
