@@ -70,16 +70,26 @@ def start_server(tmp_path, server_env):
     """Start a server process; every one started is stopped after the test."""
     started: list[ServerProcess] = []
 
-    def start(kind: str = "uvicorn", **env: str) -> ServerProcess:
-        port = free_port()
-        log = tmp_path / f"{kind}-{port}.log"
+    def start(
+        kind: str = "uvicorn",
+        port: int | None = None,
+        host: str = "127.0.0.1",
+        **env: str,
+    ) -> ServerProcess:
+        """Start a server of kind on port (a free one by default) of host.
+
+        Only the production server ("serve") listens on a host other than
+        127.0.0.1: it reads HOST from its environment.
+        """
+        port = port or free_port()
+        log = tmp_path / f"{kind}-{host}-{port}.log"
         args = server_command(kind, port)
-        process_env = {**server_env, "HOST": "127.0.0.1", "PORT": str(port)}
+        process_env = {**server_env, "HOST": host, "PORT": str(port)}
         if kind == "serve":
             # The production server refuses to run with DEBUG on.
             process_env["DJANGO_DEBUG"] = "0"
         process_env.update(env)
-        process = ServerProcess(kind, args, process_env, log, port)
+        process = ServerProcess(kind, args, process_env, log, port, host=host)
         started.append(process)
         return process.start()
 

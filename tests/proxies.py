@@ -5,7 +5,7 @@ import socket
 import subprocess
 from pathlib import Path
 
-from .servers import PYTHON, ROOT, START_TIMEOUT, Process, free_port, wait_until
+from .servers import ROOT, START_TIMEOUT, Process, free_port, wait_until
 
 NGINX_RUN = ROOT / "docker" / "nginx" / "run.sh"
 NODE_SERVER = ROOT / "docker" / "node" / "server.js"
@@ -21,11 +21,6 @@ def sync_shared(destination: Path) -> subprocess.CompletedProcess:
         text=True,
         check=True,
     )
-
-
-def serve_command() -> list[str]:
-    """The producer's command in the Docker image; HOST and PORT come from env."""
-    return [PYTHON, "-m", "wordstream_site.serve"]
 
 
 def accepts_connections(port: int) -> bool:

@@ -35,7 +35,7 @@ from .clients import (
 )
 from .database import fetch_rows
 from .dns import DnsServer
-from .proxies import NginxProcess, NodeProcess, ProxyProcess, serve_command, sync_shared
+from .proxies import NginxProcess, NodeProcess, ProxyProcess, sync_shared
 from .servers import (
     PYTHON,
     ROOT,
@@ -94,33 +94,20 @@ def static_root(tmp_path):
 
 
 @pytest.fixture
-def start_producer(tmp_path, server_env, redis_server, collected_static):
+def start_producer(start_server, redis_server, collected_static):
     """Start producers configured as in the image, on a given or a free port
     of host, with env added to their environment."""
-    started: list[ServerProcess] = []
 
     def start(
         port: int | None = None, host: str = "127.0.0.1", **env: str
     ) -> ServerProcess:
-        port = port or free_port()
-        process_env = {
-            **server_env,
-            "HOST": host,
-            "PORT": str(port),
-            "DJANGO_DEBUG": "0",
+        image_env = {
             "DJANGO_SECRET_KEY": "test-" + uuid.uuid4().hex,
             "REDIS_URL": redis_server.url,
-            **env,
         }
-        log = tmp_path / f"serve-{host}-{port}.log"
-        args = serve_command()
-        process = ServerProcess("serve", args, process_env, log, port, host=host)
-        started.append(process)
-        return process.start()
+        return start_server("serve", port=port, host=host, **{**image_env, **env})
 
-    yield start
-    for process in started:
-        process.stop()
+    return start
 
 
 @pytest.fixture
