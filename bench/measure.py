@@ -216,6 +216,8 @@ class Measurement:
             "loadgen_cpu": result["loadgen_cpu"],
             "loadgen_cpu_connect": result["loadgen_cpu_connect"],
             "loadgen_loop_delay_p99_ms": result["loadgen_loop_delay_p99_ms"],
+            "loadgen_loop_delay_max_ms": result["loadgen_loop_delay_max_ms"],
+            "tick_latency_ms": result["tick_latency_ms"],
             "sse_events": result["sse_events"],
             "sse_failed": result["sse_failed"],
             "errors": result["errors"],

@@ -44,9 +44,6 @@ def format_word(word: Word) -> bytes:
 HEARTBEAT = b": heartbeat\n\n"
 
 
-# NOTE: with one server process, 1,000 count streams beside 5,000 WebSocket
-# clients raised the WebSocket p99 by 28 to 45% in half of the benchmark
-# runs. The broadcast time stayed the same, and the cause is not yet found.
 async def connection_count_events(presence: Presence) -> AsyncIterator[bytes]:
     """Yield the current count at once, then each new count, until cancelled
     or the server shuts down.

@@ -114,6 +114,18 @@ def test_bench_clients_connect_and_lose_nothing(bench_rows):
         assert row["sse_failed"] == 0, row
 
 
+def test_bench_reports_each_tick_latency(bench_rows):
+    for row in bench_rows:
+        ticks = row["tick_latency_ms"]
+        assert len(ticks) == 5, row
+        for lowest, highest in ticks:
+            assert 0 <= lowest <= highest, row
+        # The slowest frame of the window is the highest of its ticks, which
+        # the load generator rounds to a whole millisecond.
+        slowest = max(highest for _, highest in ticks)
+        assert abs(slowest - row["max_ms"]) <= 0.5, row
+
+
 def test_bench_reads_server_metrics(bench_rows):
     serve = bench_rows[0]
     assert serve["broadcast_ms"] is not None

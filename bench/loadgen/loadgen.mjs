@@ -128,6 +128,9 @@ const measured = {
   lastSeq: 0,
   latencies: new Float64Array(config.clients * config.ticks),
   samples: 0,
+  // Per tick of the window: the lowest and highest latency of its frames.
+  tickMinMs: new Float64Array(config.ticks).fill(Infinity),
+  tickMaxMs: new Float64Array(config.ticks),
   // Clients that have received the window's last tick.
   complete: 0,
   endScheduled: false,
@@ -163,9 +166,13 @@ function onFrame(index, data) {
     measured.onStart?.();
   }
   if (measured.firstSeq === 0 || seq < measured.firstSeq || seq > measured.lastSeq) return;
+  const latency = receivedAt - Number(frame.ts);
   if (measured.samples < measured.latencies.length) {
-    measured.latencies[measured.samples++] = receivedAt - Number(frame.ts);
+    measured.latencies[measured.samples++] = latency;
   }
+  const tick = seq - measured.firstSeq;
+  measured.tickMinMs[tick] = Math.min(measured.tickMinMs[tick], latency);
+  measured.tickMaxMs[tick] = Math.max(measured.tickMaxMs[tick], latency);
   windowFrames[index] += 1;
   if (seq === measured.lastSeq) {
     measured.onLastTick?.();
@@ -364,6 +371,12 @@ function windowFigures() {
     ...latencyFigures(measured.latencies.subarray(0, measured.samples)),
     lost,
     clients_with_loss: clientsWithLoss,
+    // The lowest and highest latency of each tick. A tick that started late
+    // raises both, and a tick that took long to send raises the highest.
+    tick_latency_ms: Array.from(measured.tickMaxMs, (max, tick) => [
+      Math.round(measured.tickMinMs[tick]),
+      Math.round(max),
+    ]),
   };
 }
 
