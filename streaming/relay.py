@@ -10,6 +10,7 @@ import asyncio
 import logging
 from typing import Any
 
+from .cancellation import cancel_requested
 from .fanout import Fanout
 from .groups import PRESENCE_GROUP, PRESENCE_REPORT, WORD_TICK, WORDS_GROUP
 from .history import Word
@@ -49,7 +50,7 @@ class Relay:
         """
         failed = False
         while True:
-            if _cancel_requested():
+            if cancel_requested():
                 # Cancelled while the layer swallowed the cancellation and
                 # returned an event: stop as the cancellation asked.
                 raise asyncio.CancelledError
@@ -63,7 +64,7 @@ class Relay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep relaying once the layer is back
-                if _cancel_requested():
+                if cancel_requested():
                     # The layer's client swallowed a cancellation and failed
                     # in its place: stop as the cancellation asked.
                     raise asyncio.CancelledError from exc
@@ -96,8 +97,3 @@ class Relay:
         self.last_seq = seq
         word = Word(str(event["word"]), seq, int(event["ts"]), str(event["epoch"]))
         self.fanout.broadcast(word)
-
-
-def _cancel_requested() -> bool:
-    task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0

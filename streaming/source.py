@@ -10,6 +10,7 @@ from django.conf import settings
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
+from .cancellation import cancel_requested
 from .groups import WORD_TICK, WORDS_GROUP
 from .history import History, LocalHistory, RedisHistory, Word, history_length
 from .leadership import Leadership, LocalLeadership, RedisLeadership
@@ -66,6 +67,9 @@ class WordSource:
             self._set_leading(True)
             await self._publish_ticks()
         except (RedisError, OSError) as exc:
+            if cancel_requested():
+                # Redis's client failed in place of a cancellation.
+                raise asyncio.CancelledError from exc
             logger.warning("word source %s failed: %s; retrying", self.name, exc)
         finally:
             self._set_leading(False)
@@ -84,6 +88,9 @@ class WordSource:
         first_tick = loop.time()
         tick = 0
         while True:
+            if cancel_requested():
+                # A call of the last tick returned in place of a cancellation.
+                raise asyncio.CancelledError
             delay = first_tick + tick * self.interval - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)

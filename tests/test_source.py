@@ -273,3 +273,40 @@ async def test_two_sources_publish_one_stream(redis):
     assert len(seqs) >= 10
     assert seqs == list(range(1, len(seqs) + 1))
     assert [source.leading for source in sources] == [False, False]
+
+
+class SwallowingLayer:
+    """A channel layer whose second group_send waits and then swallows a
+    cancellation, returning normally or raising failure in its place."""
+
+    def __init__(self, failure: Exception | None = None):
+        self.failure = failure
+        self.sends = 0
+        self.waiting = asyncio.Event()
+
+    async def group_send(self, group, message):
+        self.sends += 1
+        if self.sends != 2:
+            return
+        self.waiting.set()
+        try:
+            await asyncio.Event().wait()
+        except asyncio.CancelledError:
+            if self.failure is not None:
+                raise self.failure from None
+
+
+@pytest.mark.parametrize("failure", [None, ConnectionError("Connection closed")])
+async def test_source_stops_when_layer_swallows_cancel(failure):
+    layer = SwallowingLayer(failure)
+    source = WordSource(layer, local_leadership(), vocabulary(), 0.01, "test")
+    task = asyncio.create_task(source.run())
+    await asyncio.wait_for(layer.waiting.wait(), 5)
+
+    task.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await asyncio.wait_for(task, 5)
+    assert task.cancelled()
+    # Nothing was published after the cancellation.
+    assert layer.sends == 2
+    assert not source.leading
