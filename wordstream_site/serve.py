@@ -105,6 +105,10 @@ class Server(uvicorn.Server):
 
     uvicorn would close them with 1012 (service restart) and wait for the
     event streams, which never end by themselves.
+
+    NOTE: a client whose socket buffer is full when the server stops still
+    gets 1012: the 1001 close waits for the buffer to drain, and uvicorn
+    closes the connection first.
     """
 
     async def shutdown(self, sockets: Any = None) -> None:
