@@ -68,7 +68,7 @@ class WordSource:
             await self._publish_ticks()
         except (RedisError, OSError) as exc:
             if cancel_requested():
-                # Redis's client failed in place of a cancellation.
+                # Redis's client raised this error instead of the cancellation.
                 raise asyncio.CancelledError from exc
             logger.warning("word source %s failed: %s; retrying", self.name, exc)
         finally:
@@ -89,7 +89,8 @@ class WordSource:
         tick = 0
         while True:
             if cancel_requested():
-                # A call of the last tick returned in place of a cancellation.
+                # A Redis call of the previous tick returned instead of raising
+                # the cancellation.
                 raise asyncio.CancelledError
             delay = first_tick + tick * self.interval - loop.time()
             if delay > 0:
