@@ -155,8 +155,8 @@ def _ratio_check(
 
 
 # Redis commands per tick may differ this much between sizes without counting
-# as growth: the presence reports every 5 s fall three or four times into a
-# window of 15 ticks.
+# as growth: the presence reports every 5 s fall six or seven times into a
+# window of 30 ticks.
 REDIS_TOLERANCE = 1.15
 Check = tuple[str, str, str]
 

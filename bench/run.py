@@ -70,7 +70,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(default off,on)",
     )
     parser.add_argument(
-        "--ticks", type=int, default=15, help="ticks measured per point (default 15)"
+        "--ticks", type=int, default=30, help="ticks measured per point (default 30)"
     )
     parser.add_argument(
         "--interval",

@@ -126,6 +126,19 @@ def test_bench_reports_each_tick_latency(bench_rows):
         assert abs(slowest - row["max_ms"]) <= 0.5, row
 
 
+def test_bench_reports_loadgen_gc_pauses(bench_rows):
+    for row in bench_rows:
+        total = row["loadgen_gc_ms"]
+        longest = row["loadgen_gc_max_ms"]
+        if row["loadgen_gc_pauses"] == 0:
+            assert total == 0, row
+            assert longest == 0, row
+        else:
+            assert longest > 0, row
+            assert longest <= total, row
+            assert total < row["window_s"] * 1000, row
+
+
 def test_bench_reads_server_metrics(bench_rows):
     serve = bench_rows[0]
     assert serve["broadcast_ms"] is not None

@@ -6,7 +6,7 @@
  * measures how long connecting all of them takes, waits for the connections to
  * settle, and then measures a window of whole ticks: tick-to-receive latency
  * (receive time minus the frame's `ts`), frames that did not arrive, and this
- * process's own CPU time.
+ * process's own CPU time and garbage collection pauses.
  *
  * It writes one JSON object per line to stdout, each with an `event` key:
  *   progress      during the connect phase, about once a second
@@ -18,7 +18,7 @@
  * at window_start and window_end covers exactly `ticks` ticks.
  */
 import http from 'node:http';
-import { monitorEventLoopDelay } from 'node:perf_hooks';
+import { PerformanceObserver, monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import {
   LOOP_DELAY_RESOLUTION_MS,
@@ -292,13 +292,43 @@ function openEventStreams() {
 }
 
 /**
+ * Sum up this process's garbage collection pauses from start() to stop(). A
+ * pause delays every frame that arrives during it, so it adds to the
+ * latencies measured; the caller gives node a young generation large enough
+ * that a window's garbage rarely needs one.
+ */
+function gcPauses() {
+  const figures = { count: 0, totalMs: 0, maxMs: 0 };
+  /** @param {PerformanceEntry[]} entries */
+  const add = (entries) => {
+    for (const entry of entries) {
+      figures.count += 1;
+      figures.totalMs += entry.duration;
+      figures.maxMs = Math.max(figures.maxMs, entry.duration);
+    }
+  };
+  const observer = new PerformanceObserver((list) => add(list.getEntries()));
+  return {
+    start: () => observer.observe({ entryTypes: ['gc'] }),
+    stop: () => {
+      // Entries not yet delivered to the callback.
+      add(observer.takeRecords());
+      observer.disconnect();
+      return figures;
+    },
+  };
+}
+
+/**
  * Measure the window of `ticks` ticks and resolve with its figures once every
  * open client has received the last tick or DRAIN_MS has passed.
  */
 function measureWindow() {
   return new Promise((resolve) => {
     const loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
+    const collections = gcPauses();
     const marks = { startCpu: 0, startMs: 0, endCpu: 0, endMs: 0 };
+    let gc = { count: 0, totalMs: 0, maxMs: 0 };
     let resolved = false;
 
     measured.onStart = () => {
@@ -307,6 +337,7 @@ function measureWindow() {
         marks.startCpu = cpuSeconds();
         marks.startMs = performance.now();
         loopDelay.enable();
+        collections.start();
         emit({ event: 'window_start', first_seq: measured.firstSeq });
       }, config.intervalMs / 2);
     };
@@ -317,6 +348,7 @@ function measureWindow() {
         marks.endCpu = cpuSeconds();
         marks.endMs = performance.now();
         loopDelay.disable();
+        gc = collections.stop();
         emit({ event: 'window_end', last_seq: measured.lastSeq });
         finishAfter(DRAIN_MS);
         if (measured.complete >= openCount) finish();
@@ -349,6 +381,9 @@ function measureWindow() {
         loadgen_cpu: (marks.endCpu - marks.startCpu) / seconds,
         loadgen_loop_delay_p99_ms: loopDelayMs(loopDelay.percentile(99)),
         loadgen_loop_delay_max_ms: loopDelayMs(loopDelay.max),
+        loadgen_gc_pauses: gc.count,
+        loadgen_gc_ms: gc.totalMs,
+        loadgen_gc_max_ms: gc.maxMs,
       });
     }
   });
