@@ -3,13 +3,18 @@
 import asyncio
 
 
-def cancel_requested() -> bool:
-    """Return True if the running task has been asked to cancel.
+def raise_if_cancel_requested(cause: BaseException | None = None) -> None:
+    """Raise CancelledError if the running task has been asked to cancel.
 
     A client library can catch a cancellation while it waits on Redis, and
     then return or raise another error in its place: channels-redis did so
-    during a server's shutdown. A loop that checks this stops at its next
-    step anyway.
+    during a server's shutdown. A loop that calls this at each step, and
+    where it catches such errors, stops anyway. cause is the error that took
+    the cancellation's place, if any.
     """
     task = asyncio.current_task()
-    return task is not None and task.cancelling() > 0
+    if task is None or task.cancelling() == 0:
+        return
+    if cause is None:
+        raise asyncio.CancelledError
+    raise asyncio.CancelledError from cause

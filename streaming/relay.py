@@ -10,7 +10,7 @@ import asyncio
 import logging
 from typing import Any
 
-from .cancellation import cancel_requested
+from .cancellation import raise_if_cancel_requested
 from .fanout import Fanout
 from .groups import PRESENCE_GROUP, PRESENCE_REPORT, WORD_TICK, WORDS_GROUP
 from .history import Word
@@ -50,10 +50,8 @@ class Relay:
         """
         failed = False
         while True:
-            if cancel_requested():
-                # Cancelled while the layer swallowed the cancellation and
-                # returned an event: stop as the cancellation asked.
-                raise asyncio.CancelledError
+            # The layer may have swallowed a cancellation and returned an event.
+            raise_if_cancel_requested()
             try:
                 if failed:
                     await self.join_groups()
@@ -64,10 +62,7 @@ class Relay:
             except asyncio.CancelledError:
                 raise
             except Exception as exc:  # noqa: BLE001 - keep relaying once the layer is back
-                if cancel_requested():
-                    # The layer's client swallowed a cancellation and failed
-                    # in its place: stop as the cancellation asked.
-                    raise asyncio.CancelledError from exc
+                raise_if_cancel_requested(exc)
                 if not failed:
                     logger.warning(
                         "relay %s: channel layer failed: %s", self.channel_name, exc

@@ -10,7 +10,7 @@ from django.conf import settings
 from redis.asyncio import Redis
 from redis.exceptions import RedisError
 
-from .cancellation import cancel_requested
+from .cancellation import raise_if_cancel_requested
 from .groups import WORD_TICK, WORDS_GROUP
 from .history import History, LocalHistory, RedisHistory, Word, history_length
 from .leadership import Leadership, LocalLeadership, RedisLeadership
@@ -67,9 +67,8 @@ class WordSource:
             self._set_leading(True)
             await self._publish_ticks()
         except (RedisError, OSError) as exc:
-            if cancel_requested():
-                # Redis's client raised this error instead of the cancellation.
-                raise asyncio.CancelledError from exc
+            # Redis's client may have raised this error instead of a cancellation.
+            raise_if_cancel_requested(exc)
             logger.warning("word source %s failed: %s; retrying", self.name, exc)
         finally:
             self._set_leading(False)
@@ -88,10 +87,9 @@ class WordSource:
         first_tick = loop.time()
         tick = 0
         while True:
-            if cancel_requested():
-                # A Redis call of the previous tick returned instead of raising
-                # the cancellation.
-                raise asyncio.CancelledError
+            # A Redis call of the previous tick may have returned instead of
+            # raising a cancellation.
+            raise_if_cancel_requested()
             delay = first_tick + tick * self.interval - loop.time()
             if delay > 0:
                 await asyncio.sleep(delay)
