@@ -275,9 +275,9 @@ def _capacity_checks(rows: list[Row], config: str, deflate: bool) -> list[Check]
     redis_check = _redis_check(rows, config, deflate)
     if redis_check is not None:
         checks.append(redis_check)
-    # NOTE: the p99 of 15 ticks is set by the slowest tick, and one slow
-    # tick comes and goes between runs, so this ratio of two single runs
-    # ranged from 0.91x to 1.45x for serve-1 on a 2-core machine.
+    # NOTE: the p99 of a window is set by its slowest few ticks, so this
+    # ratio of two single runs is noisy: two runs of serve-2 without the
+    # streams measured 85.9 and 64.3 ms at 5,000 clients on a 2-core machine.
     checks.append(
         _ratio_check(
             f"WS p99 with 1,000 SSE vs without, 5,000, {config}",
