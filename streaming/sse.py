@@ -6,6 +6,7 @@ import logging
 import random
 from collections.abc import AsyncIterator
 
+from .cancellation import raise_if_cancel_requested
 from .fanout import Fanout, Outgoing
 from .history import History, Word
 from .presence import Presence
@@ -54,6 +55,9 @@ async def connection_count_events(presence: Presence) -> AsyncIterator[bytes]:
     async with presence.watch() as changed:
         sent = None
         while not presence.streams_ended:
+            # The wait below may have returned a change in place of a
+            # cancellation.
+            raise_if_cancel_requested()
             changed.clear()
             if presence.total != sent:
                 sent = presence.total
@@ -117,6 +121,8 @@ async def word_events(
                 yield format_word(word)
                 last = word
         while True:
+            # The wait below may have returned a word in place of a cancellation.
+            raise_if_cancel_requested()
             try:
                 word = await asyncio.wait_for(stream.words.get(), heartbeat_timeout())
             except TimeoutError:

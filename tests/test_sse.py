@@ -1,6 +1,8 @@
 import asyncio
 
 from streaming import sse
+from streaming.fanout import Fanout
+from streaming.history import LocalHistory, Word
 from streaming.presence import Presence
 
 
@@ -33,6 +35,59 @@ async def test_count_stream_sends_changes_coalesced(monkeypatch):
     # Fifty changes within one gap arrive as one event with the final count.
     assert await next_chunk(events) == b'data: {"active_connections": 50}\n\n'
     await events.aclose()
+
+
+async def consume(events, chunks: list[bytes]) -> None:
+    async for chunk in events:
+        chunks.append(chunk)
+
+
+async def test_count_stream_cancelled_with_change(monkeypatch):
+    """A change and the cancellation arrive together, as when a page that
+    closes its WebSocket and its event stream at once is the last client.
+
+    On Python 3.11, asyncio.wait_for() then returns the change instead of
+    raising the cancellation.
+    """
+    # The stream waits for a change at once after its first event.
+    monkeypatch.setattr(sse, "MIN_EVENT_GAP", 0)
+    presence = Presence(NoLayer(), "test")
+    chunks: list[bytes] = []
+    task = asyncio.create_task(consume(sse.connection_count_events(presence), chunks))
+    await wait_for_condition(lambda: len(chunks) == 1)
+    # Time for the stream to reach its wait for a change (two loop steps),
+    # which nothing outside it shows.
+    await asyncio.sleep(0.05)
+
+    presence.apply_report({"process": "other", "count": 1})
+    task.cancel()
+
+    done, _ = await asyncio.wait([task], timeout=2)
+    assert done == {task}
+    assert task.cancelled()
+    assert presence.watcher_count == 0
+
+
+async def test_word_stream_cancelled_with_word():
+    fanout = Fanout()
+    chunks: list[bytes] = []
+    events = sse.word_events(fanout, LocalHistory(10), None, max_backlog=10)
+    task = asyncio.create_task(consume(events, chunks))
+    await wait_for_condition(lambda: len(fanout) == 1)
+
+    fanout.broadcast(Word("alpha", 1, 1_000, "epoch"))
+    task.cancel()
+
+    done, _ = await asyncio.wait([task], timeout=2)
+    assert done == {task}
+    assert task.cancelled()
+    assert len(fanout) == 0
+
+
+async def wait_for_condition(predicate, timeout: float = 2.0) -> None:
+    async with asyncio.timeout(timeout):
+        while not predicate():
+            await asyncio.sleep(0.01)
 
 
 def test_heartbeat_interval_is_under_15_seconds():
