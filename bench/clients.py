@@ -30,14 +30,15 @@ class LoadgenRun(Protocol):
     def time_limit(self) -> float: ...
 
 
-# A young generation of 64 MB, against node's default of 16 MB, holds the
-# garbage of many ticks (each frame leaves a few objects behind), so that objects
-# die there instead of being promoted. With the default, scavenges and full
-# collections of the load generator fell into the measured ticks: 250 ms of
-# pauses in 60 ticks at 5,000 clients, up to 27 ms in one tick, which added
-# to that tick's latencies. With 64 MB it was 35 ms, and no full collection.
-# NOTE: at 10,000 clients full collections remain, 150 to 210 ms in 30 ticks.
-NODE_FLAGS = ("--max-semi-space-size=64",)
+# The load generator collects garbage when a tick has reached all its
+# clients (it needs --expose-gc for that), and a young generation of 64 MB,
+# against node's default of 16 MB, holds the garbage of a tick. So node
+# seldom stops for a collection while frames arrive: a pause delays the
+# frames that arrive during it. At 5,000 clients with neither, the pauses
+# added up to 250 ms in 60 ticks, up to 27 ms within one tick. The young
+# generation alone brought that to 35 ms; at 10,000 clients full collections
+# still took 150 to 210 ms in 30 ticks.
+NODE_FLAGS = ("--max-semi-space-size=64", "--expose-gc")
 
 
 def node_command() -> list[str]:

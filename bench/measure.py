@@ -220,6 +220,7 @@ class Measurement:
             "loadgen_gc_pauses": result["loadgen_gc_pauses"],
             "loadgen_gc_ms": result["loadgen_gc_ms"],
             "loadgen_gc_max_ms": result["loadgen_gc_max_ms"],
+            "loadgen_gc_between_ticks": result["loadgen_gc_between_ticks"],
             "tick_latency_ms": result["tick_latency_ms"],
             "sse_events": result["sse_events"],
             "sse_failed": result["sse_failed"],

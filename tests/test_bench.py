@@ -139,6 +139,11 @@ def test_bench_reports_loadgen_gc_pauses(bench_rows):
             assert total < row["window_s"] * 1000, row
 
 
+def test_bench_loadgen_collects_once_per_tick(bench_rows):
+    for row in bench_rows:
+        assert row["loadgen_gc_between_ticks"] == row["ticks"], row
+
+
 def test_bench_reads_server_metrics(bench_rows):
     serve = bench_rows[0]
     assert serve["broadcast_ms"] is not None

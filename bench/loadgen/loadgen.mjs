@@ -18,7 +18,7 @@
  * at window_start and window_end covers exactly `ticks` ticks.
  */
 import http from 'node:http';
-import { PerformanceObserver, monitorEventLoopDelay } from 'node:perf_hooks';
+import { PerformanceObserver, constants, monitorEventLoopDelay } from 'node:perf_hooks';
 import { parseArgs } from 'node:util';
 import {
   LOOP_DELAY_RESOLUTION_MS,
@@ -31,6 +31,7 @@ import {
   positiveNumber,
   sleep,
   wallClockMs,
+  warn,
 } from './common.mjs';
 
 const { values: args } = parseArgs({
@@ -110,6 +111,13 @@ const sseRequests = [];
 const errorCounts = new Map();
 /** WebSocket clients open now. */
 let openCount = 0;
+/** The newest tick's seq and the frames of it received so far. */
+const newestTick = { seq: 0, frames: 0 };
+// node's gc(), exposed by --expose-gc.
+const collectGarbage = /** @type {(() => void) | undefined} */ (globalThis.gc);
+if (collectGarbage === undefined) {
+  warn('gc() is not exposed: run node with --expose-gc to collect between ticks');
+}
 
 const counters = {
   seqGaps: 0,
@@ -159,6 +167,7 @@ function onFrame(index, data) {
     else if (seq <= previous) counters.outOfOrder += 1;
   }
   lastSeq[index] = seq;
+  countTickFrame(seq);
 
   if (measured.armed && measured.firstSeq === 0) {
     measured.firstSeq = seq + 1;
@@ -178,6 +187,25 @@ function onFrame(index, data) {
     measured.onLastTick?.();
     measured.complete += 1;
     if (measured.complete === openCount) measured.onAllComplete?.();
+  }
+}
+
+/**
+ * Collect garbage once every open client has received the newest tick, when
+ * no frame is in flight. The young generation then starts each tick empty,
+ * so node rarely has to stop for a collection while frames arrive. A tick
+ * that is still arriving when the next one starts gets no collection.
+ * @param {number} seq
+ */
+function countTickFrame(seq) {
+  if (seq > newestTick.seq) {
+    newestTick.seq = seq;
+    newestTick.frames = 0;
+  }
+  if (seq !== newestTick.seq) return;
+  newestTick.frames += 1;
+  if (newestTick.frames === openCount && collectGarbage !== undefined) {
+    setImmediate(collectGarbage);
   }
 }
 
@@ -292,16 +320,21 @@ function openEventStreams() {
 }
 
 /**
- * Sum up this process's garbage collection pauses from start() to stop(). A
+ * Sum up the garbage collection pauses that node started by itself, from
+ * start() to stop(); the collections between ticks are only counted. Such a
  * pause delays every frame that arrives during it, so it adds to the
- * latencies measured; the caller gives node a young generation large enough
- * that a window's garbage rarely needs one.
+ * latencies measured.
  */
 function gcPauses() {
-  const figures = { count: 0, totalMs: 0, maxMs: 0 };
+  const figures = { count: 0, totalMs: 0, maxMs: 0, between: 0 };
   /** @param {PerformanceEntry[]} entries */
   const add = (entries) => {
     for (const entry of entries) {
+      const flags = /** @type {{ flags?: number }} */ (entry.detail)?.flags ?? 0;
+      if (flags & constants.NODE_PERFORMANCE_GC_FLAGS_FORCED) {
+        figures.between += 1;
+        continue;
+      }
       figures.count += 1;
       figures.totalMs += entry.duration;
       figures.maxMs = Math.max(figures.maxMs, entry.duration);
@@ -328,7 +361,7 @@ function measureWindow() {
     const loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
     const collections = gcPauses();
     const marks = { startCpu: 0, startMs: 0, endCpu: 0, endMs: 0 };
-    let gc = { count: 0, totalMs: 0, maxMs: 0 };
+    let gc = { count: 0, totalMs: 0, maxMs: 0, between: 0 };
     let resolved = false;
 
     measured.onStart = () => {
@@ -384,6 +417,7 @@ function measureWindow() {
         loadgen_gc_pauses: gc.count,
         loadgen_gc_ms: gc.totalMs,
         loadgen_gc_max_ms: gc.maxMs,
+        loadgen_gc_between_ticks: gc.between,
       });
     }
   });
