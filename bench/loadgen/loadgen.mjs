@@ -191,10 +191,11 @@ function onFrame(index, data) {
 }
 
 /**
- * Collect garbage once every open client has received the newest tick, when
- * no frame is in flight. The young generation then starts each tick empty,
- * so node rarely has to stop for a collection while frames arrive. A tick
- * that is still arriving when the next one starts gets no collection.
+ * Count a frame of tick seq, and collect garbage once every open client has
+ * received the newest tick, when no frame is in flight. The young generation
+ * then starts each tick empty, so node rarely has to stop for a collection
+ * while frames arrive. A tick still arriving when the next one starts gets
+ * no collection.
  * @param {number} seq
  */
 function countTickFrame(seq) {
