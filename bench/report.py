@@ -276,8 +276,8 @@ def _capacity_checks(rows: list[Row], config: str, deflate: bool) -> list[Check]
     if redis_check is not None:
         checks.append(redis_check)
     # NOTE: the p99 of a window is set by its slowest few ticks, so this
-    # ratio of two single runs is noisy: two runs of serve-2 without the
-    # streams measured 85.9 and 64.3 ms at 5,000 clients on a 2-core machine.
+    # ratio of two single runs is noisy: two runs of serve-2 with the streams
+    # measured 65.5 and 76.3 ms at 5,000 clients on a 2-core machine.
     checks.append(
         _ratio_check(
             f"WS p99 with 1,000 SSE vs without, 5,000, {config}",
