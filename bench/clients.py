@@ -30,13 +30,13 @@ class LoadgenRun(Protocol):
     def time_limit(self) -> float: ...
 
 
-# The load generator collects garbage when a tick has reached all its
-# clients (it needs --expose-gc for that), and a young generation of 64 MB,
-# against node's default of 16 MB, holds the garbage of a tick. So node
+# loadgen.mjs collects garbage when a tick has reached all its clients (it
+# needs --expose-gc for that), and a young generation of 64 MB, against
+# node's default of 16 MB, has room for the garbage of a tick. So node
 # seldom stops for a collection while frames arrive: a pause delays the
 # frames that arrive during it. At 5,000 clients with neither, the pauses
 # added up to 250 ms in 60 ticks, up to 27 ms within one tick. The young
-# generation alone brought that to 35 ms; at 10,000 clients full collections
+# generation alone brought that to 35 ms. At 10,000 clients full collections
 # still took 150 to 210 ms in 30 ticks.
 NODE_FLAGS = ("--max-semi-space-size=64", "--expose-gc")
 

@@ -275,9 +275,9 @@ def _capacity_checks(rows: list[Row], config: str, deflate: bool) -> list[Check]
     redis_check = _redis_check(rows, config, deflate)
     if redis_check is not None:
         checks.append(redis_check)
-    # NOTE: the p99 of a window is set by its slowest few ticks, so this
-    # ratio of two single runs is noisy: two runs of serve-2 with the streams
-    # measured 65.5 and 76.3 ms at 5,000 clients on a 2-core machine.
+    # NOTE: this ratio of two single runs is noisy, because the p99 of a
+    # window is set by its slowest few ticks. On a 2-core machine, two runs
+    # of serve-2 with the streams measured 65.5 and 76.3 ms at 5,000 clients.
     checks.append(
         _ratio_check(
             f"WS p99 with 1,000 SSE vs without, 5,000, {config}",
