@@ -155,8 +155,8 @@ def _ratio_check(
 
 
 # Redis commands per tick may differ this much between sizes without counting
-# as growth: the presence reports every 5 s fall six or seven times into a
-# window of 30 ticks.
+# as growth: a window of 30 ticks holds six or seven of the presence reports
+# sent every 5 s.
 REDIS_TOLERANCE = 1.15
 Check = tuple[str, str, str]
 
@@ -275,9 +275,9 @@ def _capacity_checks(rows: list[Row], config: str, deflate: bool) -> list[Check]
     redis_check = _redis_check(rows, config, deflate)
     if redis_check is not None:
         checks.append(redis_check)
-    # NOTE: this ratio of two single runs is noisy, because the p99 of a
-    # window is set by its slowest few ticks. On a 2-core machine, two runs
-    # of serve-2 with the streams measured 65.5 and 76.3 ms at 5,000 clients.
+    # The two runs are back to back and measure the longer window (see
+    # bench.run.plan_runs). Over 30 ticks, where the slowest few ticks set the
+    # p99, two runs of the same point differed by up to 17%.
     checks.append(
         _ratio_check(
             f"WS p99 with 1,000 SSE vs without, 5,000, {config}",
@@ -325,7 +325,8 @@ def command_line(options: argparse.Namespace) -> str:
         f"--sizes {options.sizes.replace(' ', ',')} "
         f"--sse-clients {options.sse_clients} --sse-beside {options.sse_beside} "
         f"--deflate {options.deflate} "
-        f"--ticks {options.ticks} --interval {options.interval} "
+        f"--ticks {options.ticks} --sse-ticks {options.sse_ticks} "
+        f"--interval {options.interval} "
         f"--attempts {options.attempts} --quiet-timeout {options.quiet_timeout:g}"
     )
 
