@@ -224,6 +224,9 @@ class Measurement:
             "tick_latency_ms": result["tick_latency_ms"],
             "sse_events": result["sse_events"],
             "sse_failed": result["sse_failed"],
+            "sse_burst_max_per_s": result["sse_burst_max_per_s"],
+            "sse_final_delay_ms": result["sse_final_delay_ms"],
+            "sse_final_missing": result["sse_final_missing"],
             "errors": result["errors"],
         }
         if start.redis is not None and end.redis is not None:

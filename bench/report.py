@@ -275,6 +275,7 @@ def _capacity_checks(rows: list[Row], config: str, deflate: bool) -> list[Check]
     redis_check = _redis_check(rows, config, deflate)
     if redis_check is not None:
         checks.append(redis_check)
+    checks.extend(_burst_checks(_find(rows, config, 5000, deflate, sse=1000), config))
     # The two runs are back to back and measure the longer window (see
     # bench.run.plan_runs). Over 30 ticks, where the slowest few ticks set the
     # p99, two runs of the same point differed by up to 17%.
@@ -288,6 +289,37 @@ def _capacity_checks(rows: list[Row], config: str, deflate: bool) -> list[Check]
         )
     )
     return checks
+
+
+# Count events one SSE client may receive within one second of a connect
+# burst. The server sends at most one every 0.1 s, and a second can hold the
+# events at both of its ends, so ten gaps are eleven events.
+BURST_EVENTS_PER_S = 11
+# Milliseconds within which the final count must reach every SSE client.
+FINAL_COUNT_MS = 200
+
+
+def _burst_checks(row: Row | None, config: str) -> list[Check]:
+    """Check the count events that SSE clients received while 5,000 connected."""
+    if row is None or row.get("sse_burst_max_per_s") is None:
+        return []
+    most = row["sse_burst_max_per_s"]
+    delay = row["sse_final_delay_ms"]
+    missing = row["sse_final_missing"]
+    on_time = delay is not None and delay <= FINAL_COUNT_MS and not missing
+    delay_text = "n/a" if delay is None else f"{delay:.0f} ms"
+    return [
+        (
+            f"SSE events per client in any second of the 5,000 connects, {config}",
+            "met" if most <= BURST_EVENTS_PER_S else "missed",
+            f"at most {most} (limit {BURST_EVENTS_PER_S})",
+        ),
+        (
+            f"final count at every SSE client within {FINAL_COUNT_MS} ms, {config}",
+            "met" if on_time else "missed",
+            f"slowest {delay_text} after the last connect, {missing} missing",
+        ),
+    ]
 
 
 def target_checks(rows: list[Row], deflate: bool) -> list[Check]:

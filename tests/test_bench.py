@@ -119,6 +119,21 @@ def test_bench_clients_connect_and_lose_nothing(bench_rows):
         assert row["sse_failed"] == 0, row
 
 
+def test_bench_follows_counts_during_connects(bench_rows):
+    serve = bench_rows[1]
+    assert serve["sse_clients"] == 5
+    # Every SSE client ended the connects with the count of 20 clients.
+    assert serve["sse_final_missing"] == 0
+    assert serve["sse_final_delay_ms"] is not None
+    assert 1 <= serve["sse_burst_max_per_s"] <= 11
+
+
+def test_bench_without_sse_has_no_burst_figures(bench_rows):
+    serve = bench_rows[0]
+    assert serve["sse_burst_max_per_s"] is None
+    assert serve["sse_final_delay_ms"] is None
+
+
 def test_bench_reports_each_tick_latency(bench_rows):
     for row in bench_rows:
         ticks = row["tick_latency_ms"]

@@ -3,10 +3,11 @@
  * Load generator of wordstream's benchmark.
  *
  * Opens SSE clients (if any) and then WebSocket clients against one server,
- * measures how long connecting all of them takes, waits for the connections to
- * settle, and then measures a window of whole ticks: tick-to-receive latency
- * (receive time minus the frame's `ts`), frames that did not arrive, and this
- * process's own CPU time and garbage collection pauses.
+ * measures how long connecting all of them takes and how the SSE clients'
+ * count events followed the burst, waits for the connections to settle, and
+ * then measures a window of whole ticks: tick-to-receive latency (receive time
+ * minus the frame's `ts`), frames that did not arrive, and this process's own
+ * CPU time and garbage collection pauses.
  *
  * It writes one JSON object per line to stdout, each with an `event` key:
  *   progress      during the connect phase, about once a second
@@ -150,6 +151,102 @@ const measured = {
   onAllComplete: null,
 };
 
+/**
+ * The count events of each SSE client while the WebSocket clients connect,
+ * from the first handshake until the window is armed: their arrival times
+ * (performance.now()) and counts.
+ */
+const burst = {
+  recording: false,
+  /** performance.now() when the last WebSocket client opened. */
+  lastOpenMs: 0,
+  /** The open WebSocket clients when the recording stopped. */
+  finalCount: 0,
+  /** @type {number[][]} */
+  times: [],
+  /** @type {number[][]} */
+  counts: [],
+};
+
+/**
+ * Return a handler of one SSE client's body chunks that counts its events
+ * and records its count events during the burst.
+ * @param {number} index the SSE client's number
+ * @param {() => void} onFirstEvent called once, at the first event
+ */
+function eventStreamParser(index, onFirstEvent) {
+  burst.times[index] = [];
+  burst.counts[index] = [];
+  let buffer = '';
+  let first = true;
+  return (/** @type {string} */ chunk) => {
+    buffer += chunk;
+    const blocks = buffer.split('\n\n');
+    // The text after the last blank line is an incomplete event.
+    buffer = blocks.pop() ?? '';
+    for (const block of blocks) {
+      if (!block.startsWith('data:')) continue;
+      counters.sseEvents += 1;
+      if (first) {
+        first = false;
+        onFirstEvent();
+      }
+      if (!burst.recording) continue;
+      const data = JSON.parse(block.slice('data:'.length));
+      burst.times[index].push(performance.now());
+      burst.counts[index].push(Number(data.active_connections));
+    }
+  };
+}
+
+/**
+ * Return the most events that one SSE client received within any second of
+ * the burst, and how long after the last WebSocket client opened each SSE
+ * client received the final count. A client whose last count differs from
+ * the open WebSocket clients counts as missing.
+ */
+function burstFigures() {
+  if (config.sseClients === 0) {
+    return { sse_burst_max_per_s: null, sse_final_delay_ms: null, sse_final_missing: 0 };
+  }
+  let maxPerSecond = 0;
+  let missing = 0;
+  const delays = [];
+  for (let index = 0; index < burst.times.length; index += 1) {
+    const times = burst.times[index];
+    const counts = burst.counts[index];
+    maxPerSecond = Math.max(maxPerSecond, mostWithinOneSecond(times));
+    const last = counts.length - 1;
+    if (last < 0 || counts[last] !== burst.finalCount) {
+      missing += 1;
+      continue;
+    }
+    // The event from which on the client's count stayed final.
+    let reached = last;
+    while (reached > 0 && counts[reached - 1] === burst.finalCount) reached -= 1;
+    delays.push(times[reached] - burst.lastOpenMs);
+  }
+  return {
+    sse_burst_max_per_s: maxPerSecond,
+    sse_final_delay_ms: delays.length ? Math.max(...delays) : null,
+    sse_final_missing: missing,
+  };
+}
+
+/**
+ * Return the most of the sorted times that fall within one second.
+ * @param {number[]} times
+ */
+function mostWithinOneSecond(times) {
+  let most = 0;
+  let start = 0;
+  for (let end = 0; end < times.length; end += 1) {
+    while (times[end] - times[start] >= 1000) start += 1;
+    most = Math.max(most, end - start + 1);
+  }
+  return most;
+}
+
 /** @param {string} key */
 function countError(key) {
   errorCounts.set(key, (errorCounts.get(key) ?? 0) + 1);
@@ -227,6 +324,7 @@ function openAllWebSockets() {
     onOpen: (index, socket) => {
       openCount += 1;
       sockets[index] = socket;
+      burst.lastOpenMs = performance.now();
     },
     onMessage: onFrame,
     onClose: () => {
@@ -259,8 +357,8 @@ function openEventStreams() {
 
     function launch() {
       while (pending < config.maxPending && next < config.sseClients) {
+        open(next);
         next += 1;
-        open();
       }
     }
 
@@ -271,7 +369,8 @@ function openEventStreams() {
       else launch();
     }
 
-    function open() {
+    /** @param {number} index */
+    function open(index) {
       pending += 1;
       let first = true;
       const timer = setTimeout(() => {
@@ -293,15 +392,15 @@ function openEventStreams() {
             return;
           }
           response.setEncoding('utf8');
-          response.on('data', (/** @type {string} */ chunk) => {
-            const events = chunk.split('data:').length - 1;
-            counters.sseEvents += events;
-            if (first && events > 0) {
+          response.on(
+            'data',
+            eventStreamParser(index, () => {
+              if (!first) return;
               first = false;
               clearTimeout(timer);
               settleOne();
-            }
-          });
+            }),
+          );
         },
       );
       request.on('error', (error) => {
@@ -478,9 +577,12 @@ async function main() {
   }, RUN_LIMIT_MS);
 
   await openEventStreams();
+  burst.recording = true;
   const connectFigures = await openAllWebSockets();
   emit({ event: 'connected', ...connectFigures });
   await sleep(config.settleMs);
+  burst.recording = false;
+  burst.finalCount = openCount;
   const windowTimes = await measureWindow();
   if (config.waitAck) await waitForAck();
   const figures = windowFigures();
@@ -499,6 +601,7 @@ async function main() {
     frames_total: counters.framesTotal,
     sse_events: counters.sseEvents,
     sse_failed: counters.sseFailed,
+    ...burstFigures(),
     errors: Object.fromEntries(errorCounts),
     loadgen_rss_mb: process.memoryUsage().rss / 2 ** 20,
   });
