@@ -4,7 +4,6 @@ import asyncio
 import contextlib
 import os
 import signal
-import socket
 import statistics
 from pathlib import Path
 
@@ -128,46 +127,6 @@ def is_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
-
-
-def accepted_connections(pid: int, port: int) -> int:
-    """Return how many established TCP connections to port process pid holds."""
-    inodes = set()
-    for fd in Path(f"/proc/{pid}/fd").iterdir():
-        with contextlib.suppress(OSError):
-            target = os.readlink(fd)
-            if target.startswith("socket:["):
-                inodes.add(target.removeprefix("socket:[").removesuffix("]"))
-    count = 0
-    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
-        for line in Path(table).read_text().splitlines()[1:]:
-            fields = line.split()
-            local_port = int(fields[1].rsplit(":", 1)[1], 16)
-            # State 01 is ESTABLISHED; field 9 is the socket's inode.
-            if local_port == port and fields[3] == "01" and fields[9] in inodes:
-                count += 1
-    return count
-
-
-def test_server_processes_share_connections_evenly(start_server, redis_server):
-    server = start_server("serve", REDIS_URL=redis_server.url, WEB_CONCURRENCY="2")
-    workers = wait_until(
-        lambda: len(child_pids(server.pid)) == 2 and child_pids(server.pid), 10
-    )
-    total = 400
-    with contextlib.ExitStack() as stack:
-        for _ in range(total):
-            client = socket.create_connection(("127.0.0.1", server.port), timeout=5)
-            stack.enter_context(client)
-
-        def counts_once_all_accepted() -> list[int] | None:
-            counts = [accepted_connections(pid, server.port) for pid in workers]
-            return counts if sum(counts) == total else None
-
-        counts = wait_until(counts_once_all_accepted, 10)
-    # The kernel hashes each connection to one process's socket: a binomial
-    # split of 400 has a standard deviation of 10.
-    assert min(counts) >= total / 2 - 60
 
 
 async def test_server_processes_share_stream_and_restart(start_server, redis_server):

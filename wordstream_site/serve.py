@@ -11,7 +11,6 @@ import logging
 import multiprocessing
 import os
 import signal
-import socket
 import sys
 import time
 from typing import Any
@@ -144,40 +143,19 @@ def run(options: dict[str, Any]) -> None:
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
 
 
-def listening_socket(config: uvicorn.Config) -> socket.socket:
-    """Return a socket listening on config's host and port with SO_REUSEPORT.
-
-    Each server process listens on a socket of its own, and the kernel
-    spreads new connections over the sockets by a hash of their addresses.
-    On one shared socket, the process that woke first accepted a whole batch:
-    5,000 clients split between two processes up to 2,200 to 2,800, and the
-    process with more clients sets the fan-out's tail.
-    """
-    family = socket.AF_INET6 if ":" in config.host else socket.AF_INET
-    return socket.create_server(
-        (config.host, config.port),
-        family=family,
-        backlog=config.backlog,
-        reuse_port=True,
-    )
-
-
 class Supervisor:
-    """Runs config.workers server processes on one port.
+    """Runs config.workers server processes on one listening socket.
 
     uvicorn's own supervisor always runs its stock server class, so this one
-    forks the processes itself. Each runs Server on a listening socket of its
-    own (see listening_socket()). A process that dies is started again, and
-    the connections still queued on its socket are reset. SIGINT or SIGTERM
-    stops every process with SIGTERM: a terminal's Ctrl-C also reaches them
-    directly, and a second SIGINT would make uvicorn skip its graceful
-    shutdown.
+    forks the processes itself. Each runs Server on the socket bound here. A
+    process that dies is started again. SIGINT or SIGTERM stops every
+    process with SIGTERM: a terminal's Ctrl-C also reaches them directly,
+    and a second SIGINT would make uvicorn skip its graceful shutdown.
     """
 
     def __init__(self, config: uvicorn.Config) -> None:
         self.config = config
-        # Bound here first, so that a port in use fails before any fork.
-        self.first_socket: socket.socket | None = listening_socket(config)
+        self.socket = config.bind_socket()
         self.context = multiprocessing.get_context("fork")
         self.processes: list[multiprocessing.process.BaseProcess] = []
         self.stopping = False
@@ -203,10 +181,8 @@ class Supervisor:
         them only once it has its own handlers.
         """
         server = Server(self.config)
-        listener = self.first_socket or listening_socket(self.config)
-        self.first_socket = None
         process = self.context.Process(
-            target=run_server_process, args=(server, [listener])
+            target=run_server_process, args=(server, [self.socket])
         )
         signal.pthread_sigmask(signal.SIG_BLOCK, STOP_SIGNALS)
         try:
@@ -217,9 +193,6 @@ class Supervisor:
                 self.processes.append(process)
         finally:
             signal.pthread_sigmask(signal.SIG_UNBLOCK, STOP_SIGNALS)
-            # Only the child keeps the socket: once it exits, the kernel
-            # stops sending connections there.
-            listener.close()
 
     def _restart_dead(self) -> None:
         for index, process in enumerate(self.processes):
