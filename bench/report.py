@@ -155,8 +155,8 @@ def _ratio_check(
 
 
 # Redis commands per tick may differ this much between sizes without counting
-# as growth: a window of 30 ticks holds six or seven of the presence reports
-# sent every 5 s.
+# as growth: a window of 30 ticks contains six or seven of the presence
+# reports sent every 5 s.
 REDIS_TOLERANCE = 1.15
 Check = tuple[str, str, str]
 
@@ -292,8 +292,8 @@ def _capacity_checks(rows: list[Row], config: str, deflate: bool) -> list[Check]
 
 
 # Count events one SSE client may receive within one second of a connect
-# burst. The server sends at most one every 0.1 s, and a second can hold the
-# events at both of its ends, so ten gaps are eleven events.
+# burst. The server sends at most one every 0.1 s, and the limit allows one
+# more for two events that reach the client closer together than that.
 BURST_EVENTS_PER_S = 11
 # Milliseconds within which the final count must reach every SSE client.
 FINAL_COUNT_MS = 200
@@ -303,7 +303,7 @@ def _burst_checks(row: Row | None, config: str) -> list[Check]:
     """Check the count events that SSE clients received while 5,000 connected."""
     if row is None or row.get("sse_burst_max_per_s") is None:
         return []
-    most = row["sse_burst_max_per_s"]
+    max_per_second = row["sse_burst_max_per_s"]
     delay = row["sse_final_delay_ms"]
     missing = row["sse_final_missing"]
     on_time = delay is not None and delay <= FINAL_COUNT_MS and not missing
@@ -311,8 +311,8 @@ def _burst_checks(row: Row | None, config: str) -> list[Check]:
     return [
         (
             f"SSE events per client in any second of the 5,000 connects, {config}",
-            "met" if most <= BURST_EVENTS_PER_S else "missed",
-            f"at most {most} (limit {BURST_EVENTS_PER_S})",
+            "met" if max_per_second <= BURST_EVENTS_PER_S else "missed",
+            f"at most {max_per_second} (limit {BURST_EVENTS_PER_S})",
         ),
         (
             f"final count at every SSE client within {FINAL_COUNT_MS} ms, {config}",
