@@ -24,9 +24,9 @@ REPORT_INTERVAL = 5.0
 REPORT_TTL = 15.0
 # Minimum seconds between two reports of one process: a burst of connects
 # becomes at most twenty reports a second, the last one carrying the final
-# count. With the event streams' own gap of 0.1 s, the final count reaches
-# every stream within about 0.15 s of the last change; with 0.1 s here, a
-# benchmark burst of 5,000 connects took up to 206 ms.
+# count. The event streams wait 0.1 s between events as well, so the final
+# count reaches every stream within about 0.15 s of the last change. With
+# 0.1 s here, it took up to 206 ms in a benchmark burst of 5,000 connects.
 REPORT_MIN_GAP = 0.05
 
 
