@@ -7,6 +7,8 @@ import subprocess
 
 import pytest
 
+from bench.clients import LOADGEN, node_command
+
 from .servers import PYTHON, ROOT
 
 pytestmark = pytest.mark.slow
@@ -126,6 +128,38 @@ def test_bench_follows_counts_during_connects(bench_rows):
     assert serve["sse_final_missing"] == 0
     assert serve["sse_final_delay_ms"] is not None
     assert 1 <= serve["sse_burst_max_per_s"] <= 11
+
+
+def test_loadgen_counts_failed_sse_clients_as_missing(start_server, loadgen_packages):
+    server = start_server("uvicorn", WORD_INTERVAL="0.2")
+    args = [
+        *node_command(),
+        str(LOADGEN),
+        "--url",
+        server.ws_url,
+        "--clients",
+        "3",
+        "--sse-clients",
+        "2",
+        # Answered with 404, so neither SSE client gets an event.
+        "--sse-path",
+        "/missing",
+        "--ticks",
+        "1",
+        "--interval",
+        "0.2",
+        "--settle",
+        "0.2",
+    ]
+    run = subprocess.run(
+        args, capture_output=True, text=True, timeout=BENCH_TIMEOUT, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    result = json.loads(run.stdout.splitlines()[-1])
+    assert result["sse_failed"] == 2
+    assert result["sse_final_missing"] == 2
+    assert result["sse_final_delay_ms"] is None
+    assert result["sse_burst_max_per_s"] == 0
 
 
 def test_bench_without_sse_has_no_burst_figures(bench_rows):

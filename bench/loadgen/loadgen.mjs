@@ -212,9 +212,10 @@ function burstFigures() {
   let maxPerSecond = 0;
   let missing = 0;
   const delays = [];
-  for (let index = 0; index < burst.times.length; index += 1) {
-    const times = burst.times[index];
-    const counts = burst.counts[index];
+  for (let index = 0; index < config.sseClients; index += 1) {
+    // A client whose request failed before a response has no events.
+    const times = burst.times[index] ?? [];
+    const counts = burst.counts[index] ?? [];
     maxPerSecond = Math.max(maxPerSecond, mostWithinOneSecond(times));
     const last = counts.length - 1;
     if (last < 0 || counts[last] !== burst.finalCount) {
