@@ -51,13 +51,19 @@ async def test_count_stream_cancelled_with_change(monkeypatch):
     """
     # The stream waits for a change at once after its first event.
     monkeypatch.setattr(sse, "MIN_EVENT_GAP", 0)
+    # The stream computes its heartbeat timeout as it starts that wait.
+    waiting = asyncio.Event()
+
+    def heartbeat_timeout() -> float:
+        waiting.set()
+        return 10.0
+
+    monkeypatch.setattr(sse, "heartbeat_timeout", heartbeat_timeout)
     presence = Presence(NoLayer(), "test")
     chunks: list[bytes] = []
     task = asyncio.create_task(consume(sse.connection_count_events(presence), chunks))
-    await wait_for_condition(lambda: len(chunks) == 1)
-    # Time for the stream to reach its wait for a change (two loop steps),
-    # which nothing outside it shows.
-    await asyncio.sleep(0.05)
+    await asyncio.wait_for(waiting.wait(), 2)
+    assert len(chunks) == 1
 
     presence.apply_report({"process": "other", "count": 1})
     task.cancel()
