@@ -141,7 +141,7 @@ def test_loadgen_counts_failed_sse_clients_as_missing(start_server, loadgen_pack
         "3",
         "--sse-clients",
         "2",
-        # Answered with 404, so neither SSE client gets an event.
+        # The server returns 404 for this path, so neither SSE client gets an event.
         "--sse-path",
         "/missing",
         "--ticks",

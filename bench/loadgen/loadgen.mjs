@@ -2,10 +2,10 @@
 /**
  * Load generator of wordstream's benchmark.
  *
- * Opens SSE clients (if any) and then WebSocket clients against one server,
- * measures how long connecting all of them takes and how the SSE clients'
- * count events followed the burst, waits for the connections to settle, and
- * then measures a window of whole ticks: tick-to-receive latency (receive time
+ * Opens SSE clients (if any) and then WebSocket clients against one server.
+ * It measures how long connecting all of them takes and when the SSE clients
+ * received count events during that burst. After the connections settle, it
+ * measures a window of whole ticks: tick-to-receive latency (receive time
  * minus the frame's `ts`), frames that did not arrive, and this process's own
  * CPU time and garbage collection pauses.
  *
@@ -216,7 +216,7 @@ function burstFigures() {
     // A client whose request failed before a response has no events.
     const times = burst.times[index] ?? [];
     const counts = burst.counts[index] ?? [];
-    maxPerSecond = Math.max(maxPerSecond, mostWithinOneSecond(times));
+    maxPerSecond = Math.max(maxPerSecond, maxWithinOneSecond(times));
     const last = counts.length - 1;
     if (last < 0 || counts[last] !== burst.finalCount) {
       missing += 1;
@@ -235,17 +235,17 @@ function burstFigures() {
 }
 
 /**
- * Return the most of the sorted times that fall within one second.
+ * Return the largest number of the sorted times that fall within one second.
  * @param {number[]} times
  */
-function mostWithinOneSecond(times) {
-  let most = 0;
+function maxWithinOneSecond(times) {
+  let max = 0;
   let start = 0;
   for (let end = 0; end < times.length; end += 1) {
     while (times[end] - times[start] >= 1000) start += 1;
-    most = Math.max(most, end - start + 1);
+    max = Math.max(max, end - start + 1);
   }
-  return most;
+  return max;
 }
 
 /** @param {string} key */
