@@ -5,7 +5,7 @@ import json
 import logging
 import time
 import uuid
-from typing import Any
+from typing import Any, NoReturn
 
 from channels.consumer import get_handler_name
 from channels.exceptions import StopConsumer
@@ -131,6 +131,17 @@ class WordConsumer(AsyncWebsocketConsumer):
             )
             await self.close(code=CloseCode.POLICY_VIOLATION)
 
+    async def websocket_disconnect(self, message: dict[str, Any]) -> NoReturn:
+        """Called when the socket has closed. Run disconnect() and stop.
+
+        Channels' handler would also leave the consumer's groups, but this
+        consumer has none. It would then close stale database connections in
+        the database thread. That is a thread hop per disconnect, and when
+        thousands of clients leave at once they queue behind that one thread.
+        """
+        await self.disconnect(message["code"])
+        raise StopConsumer()
+
     async def disconnect(self, code: int) -> None:
         """Called once the socket has closed, by the client or by the server."""
         if not getattr(self, "_joined", False):
@@ -204,9 +215,28 @@ class WordConsumer(AsyncWebsocketConsumer):
         self._closing = True
         self._backlog = None
         services.fanout.discard(self)
-        closing = start_eagerly(self.close(code=code))
+        closing = start_eagerly(self._close_unless_gone(code))
         if closing is not None:
             self._close_task = closing
+
+    async def _close_unless_gone(self, code: int) -> None:
+        """Send the close frame, and log the failure for a client already gone.
+
+        For a socket that closed before the consumer handled its
+        websocket.disconnect event, the server's send() raises OSError
+        (uvicorn raises ClientDisconnected). That event still follows and
+        runs disconnect(). Raising would stop close_clients() from closing
+        the other clients.
+        """
+        try:
+            await self.close(code=code)
+        except OSError as exc:
+            logger.debug(
+                "closing %s with code %s failed: %r",
+                self.connection_id,
+                code,
+                exc,
+            )
 
     @property
     def _client(self) -> str | None:

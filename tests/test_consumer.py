@@ -2,9 +2,13 @@ import asyncio
 import json
 import logging
 
+import channels.consumer
+import channels.generic.websocket
 import pytest
 from channels.testing import WebsocketCommunicator
+from uvicorn.protocols.utils import ClientDisconnected
 
+from streaming.closecodes import CloseCode
 from streaming.models import Connection, ConnectionState, Via
 from wordstream_site.asgi import application
 
@@ -78,6 +82,58 @@ async def test_disconnect_leaves_fanout_and_presence(services):
     for client in clients:
         await client.disconnect()
     assert len(services.fanout) == 0
+    assert services.presence.local_count == 0
+
+
+async def test_connect_and_disconnect_skip_database_thread(services, monkeypatch):
+    cleanups = []
+
+    async def count_cleanup():
+        cleanups.append(1)
+
+    # The names that channels' dispatch() and websocket_disconnect() call to
+    # close stale database connections in the database thread.
+    monkeypatch.setattr(channels.consumer, "aclose_old_connections", count_cleanup)
+    monkeypatch.setattr(
+        channels.generic.websocket, "aclose_old_connections", count_cleanup
+    )
+    client = communicator()
+    assert (await client.connect(timeout=TIMEOUT))[0]
+    assert len(services.fanout) == 1
+    await client.disconnect()
+    assert cleanups == []
+    assert len(services.fanout) == 0
+    assert services.presence.local_count == 0
+
+
+async def test_close_clients_survives_gone_client(services, caplog):
+    caplog.set_level(logging.DEBUG, logger="streaming.consumers")
+    departed, remaining = communicator(), communicator()
+    assert (await departed.connect(timeout=TIMEOUT))[0]
+    [departed_consumer] = services.fanout
+    assert (await remaining.connect(timeout=TIMEOUT))[0]
+
+    async def send_to_closed_socket(message):
+        raise ClientDisconnected()
+
+    # uvicorn's send() raises ClientDisconnected like this for a socket that
+    # closed before the consumer handled its websocket.disconnect event. No
+    # await separates this from close_clients(), so no word goes out between.
+    departed_consumer.base_send = send_to_closed_socket
+    await services.close_clients(CloseCode.GOING_AWAY)
+    assert len(services.fanout) == 0
+    assert f"closing {departed_consumer.connection_id}" in caplog.text
+
+    # Words sent before the close may come first.
+    output = await remaining.receive_output(timeout=TIMEOUT)
+    while output["type"] == "websocket.send":
+        output = await remaining.receive_output(timeout=TIMEOUT)
+    assert output["type"] == "websocket.close"
+    assert output["code"] == CloseCode.GOING_AWAY
+
+    # The disconnect event that follows still takes the client out of presence.
+    await departed.disconnect()
+    await remaining.disconnect()
     assert services.presence.local_count == 0
 
 
