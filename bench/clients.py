@@ -1,6 +1,6 @@
-"""Runs the Node load generators (bench/loadgen/loadgen.mjs, and recovery.mjs
-for the reconnect burst) and reads their events, one JSON object per line of
-their output."""
+"""Runs the load generators (bench/loadgen/loadgen.mjs, with its C WebSocket
+clients, and recovery.mjs for the reconnect burst) and reads their events, one
+JSON object per line of their output."""
 
 import json
 import os
@@ -16,6 +16,8 @@ from typing import Any, Protocol
 LOADGEN_DIR = Path(__file__).resolve().parent / "loadgen"
 LOADGEN = LOADGEN_DIR / "loadgen.mjs"
 RECOVERY_LOADGEN = LOADGEN_DIR / "recovery.mjs"
+WS_CLIENTS_SOURCE = LOADGEN_DIR / "wsclients.c"
+WS_CLIENTS = LOADGEN_DIR / "build" / "wsclients"
 
 
 class LoadgenError(RuntimeError):
@@ -30,15 +32,12 @@ class LoadgenRun(Protocol):
     def time_limit(self) -> float: ...
 
 
-# loadgen.mjs collects garbage when a tick has reached all its clients (it
-# needs --expose-gc for that), and a young generation of 64 MB, against
-# node's default of 16 MB, has room for the garbage of a tick. So node
-# seldom stops for a collection while frames arrive: a pause delays the
-# frames that arrive during it. At 5,000 clients with neither, the pauses
-# added up to 250 ms in 60 ticks, up to 27 ms within one tick. The young
-# generation alone brought that to 35 ms. At 10,000 clients full collections
-# still took 150 to 210 ms in 30 ticks.
-NODE_FLAGS = ("--max-semi-space-size=64", "--expose-gc")
+# recovery.mjs receives frames in node. A young generation of 64 MB, against
+# node's default of 16 MB, has room for the garbage of a tick, so node seldom
+# stops for a collection while frames arrive: a pause delays the frames that
+# arrive during it. At 5,000 clients the default's pauses added up to 250 ms
+# in 60 ticks, and 35 ms with this one.
+NODE_FLAGS = ("--max-semi-space-size=64",)
 
 
 def node_command() -> list[str]:
@@ -137,10 +136,45 @@ class RecoverySpec:
 
 
 def ensure_installed() -> None:
-    """Raise LoadgenError unless `npm ci` has installed the ws package."""
+    """Raise LoadgenError unless `npm ci` has installed the ws package.
+
+    Also build the WebSocket clients from wsclients.c when they are missing
+    or older than their source.
+    """
     if not (LOADGEN_DIR / "node_modules" / "ws").is_dir():
         raise LoadgenError(
             f"the load generator's packages are missing: run `npm ci` in {LOADGEN_DIR}"
+        )
+    if (
+        not WS_CLIENTS.exists()
+        or WS_CLIENTS.stat().st_mtime < WS_CLIENTS_SOURCE.stat().st_mtime
+    ):
+        build_ws_clients()
+
+
+def build_ws_clients() -> None:
+    """Compile wsclients.c with the C compiler and zlib."""
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:
+        raise LoadgenError("no C compiler: install gcc to build the WebSocket clients")
+    WS_CLIENTS.parent.mkdir(exist_ok=True)
+    built = subprocess.run(
+        [
+            compiler,
+            "-O2",
+            "-Wall",
+            "-o",
+            str(WS_CLIENTS),
+            str(WS_CLIENTS_SOURCE),
+            "-lz",
+        ],
+        capture_output=True,
+        text=True,
+    )
+    if built.returncode != 0:
+        raise LoadgenError(
+            f"building {WS_CLIENTS_SOURCE.name} failed (it needs gcc and "
+            f"zlib1g-dev): {built.stderr.strip()}"
         )
 
 

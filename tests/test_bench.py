@@ -3,13 +3,14 @@ that the load generator and the row it feeds keep working."""
 
 import json
 import shutil
+import socket
 import subprocess
 
 import pytest
 
-from bench.clients import LOADGEN, node_command
+from bench.clients import LOADGEN, WS_CLIENTS, ensure_installed, node_command
 
-from .servers import PYTHON, ROOT
+from .servers import PYTHON, ROOT, Process, free_port, wait_until
 
 pytestmark = pytest.mark.slow
 
@@ -47,6 +48,8 @@ def loadgen_packages():
         subprocess.run(
             ["npm", "ci", "--no-audit", "--no-fund"], cwd=LOADGEN_DIR, check=True
         )
+    # Builds the C WebSocket clients.
+    ensure_installed()
 
 
 @pytest.fixture(scope="module")
@@ -180,24 +183,6 @@ def test_bench_reports_each_tick_latency(bench_rows):
         assert abs(slowest - row["max_ms"]) <= 0.5, row
 
 
-def test_bench_reports_loadgen_gc_pauses(bench_rows):
-    for row in bench_rows:
-        total = row["loadgen_gc_ms"]
-        longest = row["loadgen_gc_max_ms"]
-        if row["loadgen_gc_pauses"] == 0:
-            assert total == 0, row
-            assert longest == 0, row
-        else:
-            assert longest > 0, row
-            assert longest <= total, row
-            assert total < row["window_s"] * 1000, row
-
-
-def test_bench_loadgen_collects_once_per_tick(bench_rows):
-    for row in bench_rows:
-        assert row["loadgen_gc_between_ticks"] == row["ticks"], row
-
-
 def test_bench_reads_server_metrics(bench_rows):
     serve = bench_rows[0]
     assert serve["broadcast_ms"] is not None
@@ -264,3 +249,77 @@ def test_recovery_bench_measures_live_latency(recovery_row):
     assert recovery_row["during"]["frames"] >= 50
     assert recovery_row["p99_ratio"] is not None
     assert len(recovery_row["targets"]) == 2
+
+
+def run_loadgen(url: str, *options: str) -> dict:
+    """Run loadgen.mjs against url and return its result."""
+    args = [*node_command(), str(LOADGEN), "--url", url, *options]
+    run = subprocess.run(
+        args, capture_output=True, text=True, timeout=BENCH_TIMEOUT, check=False
+    )
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout.splitlines()[-1])
+
+
+def test_ws_clients_answer_pings(start_server, loadgen_packages):
+    # The server closes a client that does not answer its ping within 0.4 s.
+    server = start_server(
+        "serve", WORD_INTERVAL="0.2", WS_PING_INTERVAL="0.2", WS_PING_TIMEOUT="0.4"
+    )
+    options = ("--clients", "5", "--ticks", "10", "--interval", "0.2")
+    result = run_loadgen(server.ws_url, *options, "--settle", "1")
+    assert result["disconnects"] == 0, result
+    assert result["lost"] == 0, result
+    assert result["frames"] == 5 * 10, result
+    assert result["errors"] == {}, result
+
+
+@pytest.fixture
+def reference_server(tmp_path):
+    port = free_port()
+    args = [PYTHON, str(ROOT / "bench" / "reference_server.py")]
+    args += ["--port", str(port), "--interval", "0.2"]
+    server = Process("reference", args, {}, tmp_path / "reference.log").start()
+
+    def listening() -> bool:
+        with socket.socket() as sock:
+            return sock.connect_ex(("127.0.0.1", port)) == 0
+
+    wait_until(listening, timeout=30, message=server.log())
+    yield port
+    server.stop()
+
+
+def test_ws_clients_inflate_compressed_frames(reference_server, loadgen_packages):
+    # The reference server accepts permessage-deflate, as websockets does.
+    url = f"ws://127.0.0.1:{reference_server}/"
+    options = ("--clients", "4", "--ticks", "5", "--interval", "0.2", "--deflate")
+    result = run_loadgen(url, *options, "--settle", "0.4")
+    assert result["deflate_clients"] == 4, result
+    assert result["frames"] == 4 * 5, result
+    assert result["lost"] == 0, result
+    assert result["errors"] == {}, result
+    assert 0 < result["p50_ms"] <= result["max_ms"] < 1000, result
+
+
+def test_ws_clients_count_rejected_handshakes(start_server, loadgen_packages):
+    server = start_server("serve", WORD_INTERVAL="0.2")
+    args = [str(WS_CLIENTS), f"--port={server.port}", "--path=/missing"]
+    args += ["--origin=http://127.0.0.1", "--clients=3", "--attempts=2"]
+    clients = subprocess.Popen(
+        args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True
+    )
+    try:
+        events = (json.loads(line) for line in clients.stdout)
+        connected = next(event for event in events if event["event"] == "connected")
+        clients.stdin.write("result\n")
+        clients.stdin.flush()
+        result = next(events)
+        clients.stdin.close()
+        assert clients.wait(timeout=10) == 0
+    finally:
+        clients.kill()
+    assert connected["connected"] == 0, connected
+    assert connected["connect_failed"] == 3, connected
+    assert connected["connect_retries"] == 3, connected
+    assert result["errors"] == {"Unexpected server response: 404": 6}, result

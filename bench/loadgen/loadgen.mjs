@@ -6,8 +6,11 @@
  * It measures how long connecting all of them takes and when the SSE clients
  * received count events during that burst. After the connections settle, it
  * measures a window of whole ticks: tick-to-receive latency (receive time
- * minus the frame's `ts`), frames that did not arrive, and this process's own
- * CPU time and garbage collection pauses.
+ * minus the frame's `ts`), frames that did not arrive, and its own CPU time.
+ *
+ * The WebSocket clients run in wsclients, a C program on one epoll loop
+ * (wsclients.c), which this script starts and drives through its stdin and
+ * stdout; this script runs the SSE clients and times the window.
  *
  * It writes one JSON object per line to stdout, each with an `event` key:
  *   progress      during the connect phase, about once a second
@@ -18,21 +21,22 @@
  * Because the window markers fall between two ticks, whatever a caller samples
  * at window_start and window_end covers exactly `ticks` ticks.
  */
+import { spawn } from 'node:child_process';
+import fs from 'node:fs';
 import http from 'node:http';
-import { PerformanceObserver, constants, monitorEventLoopDelay } from 'node:perf_hooks';
+import { monitorEventLoopDelay } from 'node:perf_hooks';
+import readline from 'node:readline';
+import { fileURLToPath } from 'node:url';
 import { parseArgs } from 'node:util';
 import {
   LOOP_DELAY_RESOLUTION_MS,
   cpuSeconds,
   emit,
-  latencyFigures,
   loopDelayMs,
-  openWebSockets,
   positiveInteger,
   positiveNumber,
   sleep,
   wallClockMs,
-  warn,
 } from './common.mjs';
 
 const { values: args } = parseArgs({
@@ -63,6 +67,11 @@ const { values: args } = parseArgs({
     // After window_end, keep the clients open until a line arrives on stdin,
     // so that the caller can sample the server with every client connected.
     'wait-ack': { type: 'boolean', default: false },
+    // The wsclients program, built from wsclients.c (bench/clients.py builds it).
+    'ws-clients': {
+      type: 'string',
+      default: fileURLToPath(new URL('build/wsclients', import.meta.url)),
+    },
   },
 });
 
@@ -85,7 +94,18 @@ const config = {
   attempts: positiveInteger('attempts', args.attempts, true),
   connectTimeoutMs: positiveNumber('connect-timeout', args['connect-timeout']) * 1000,
   waitAck: Boolean(args['wait-ack']),
+  wsClients: /** @type {string} */ (args['ws-clients']),
 };
+if (serverUrl.protocol !== 'ws:' || !/^\d+\.\d+\.\d+\.\d+$/.test(serverUrl.hostname)) {
+  process.stderr.write(`loadgen: --url must be ws:// with an IPv4 address, got ${args.url}\n`);
+  process.exit(2);
+}
+if (!fs.existsSync(config.wsClients)) {
+  process.stderr.write(`loadgen: ${config.wsClients} is missing: build it from wsclients.c\n`);
+  process.exit(2);
+}
+// The unit of the CPU times in /proc/PID/stat: USER_HZ, 100 on Linux.
+const CLOCK_TICKS_PER_S = 100;
 // Milliseconds to wait for late frames of the window's last tick.
 const DRAIN_MS = Math.max(5000, 3 * config.intervalMs);
 // Milliseconds to wait for the caller's line after window_end.
@@ -101,47 +121,25 @@ const RUN_LIMIT_MS =
   ACK_TIMEOUT_MS +
   30000;
 
-/** Per-client counters, indexed by client number. */
-const lastSeq = new Float64Array(config.clients);
-const windowFrames = new Int32Array(config.clients);
-/** @type {(WebSocket | undefined)[]} */
-const sockets = new Array(config.clients);
 /** @type {http.ClientRequest[]} */
 const sseRequests = [];
 /** @type {Map<string, number>} */
 const errorCounts = new Map();
 /** WebSocket clients open now. */
 let openCount = 0;
-/** The newest tick's seq and the frames of it received so far. */
-const newestTick = { seq: 0, frames: 0 };
-// node's gc(), exposed by --expose-gc.
-const collectGarbage = /** @type {(() => void) | undefined} */ (globalThis.gc);
-if (collectGarbage === undefined) {
-  warn('gc() is not exposed: run node with --expose-gc to collect between ticks');
-}
 
 const counters = {
-  seqGaps: 0,
-  outOfOrder: 0,
-  disconnects: 0,
   sseEvents: 0,
   sseFailed: 0,
-  framesTotal: 0,
   shuttingDown: false,
 };
 
-/** The measured window: the ticks firstSeq..lastSeq, once a frame arms it. */
+/** The measured window, as wsclients reports it. */
 const measured = {
-  armed: false,
   firstSeq: 0,
   lastSeq: 0,
-  latencies: new Float64Array(config.clients * config.ticks),
-  samples: 0,
-  // Per tick of the window: the lowest and highest latency of its frames.
-  tickMinMs: new Float64Array(config.ticks).fill(Infinity),
-  tickMaxMs: new Float64Array(config.ticks),
-  // Clients that have received the window's last tick.
-  complete: 0,
+  // Every open client has received the window's last tick.
+  complete: false,
   endScheduled: false,
   /** @type {(() => void) | null} */
   onStart: null,
@@ -154,11 +152,11 @@ const measured = {
 /**
  * The count events of each SSE client while the WebSocket clients connect,
  * from the first handshake until the window is armed: their arrival times
- * (performance.now()) and counts.
+ * (wallClockMs(), the clock wsclients reports the last open on) and counts.
  */
 const burst = {
   recording: false,
-  /** performance.now() when the last WebSocket client opened. */
+  /** Wall-clock time (wallClockMs()) when the last WebSocket client opened. */
   lastOpenMs: 0,
   /** The open WebSocket clients when the recording stopped. */
   finalCount: 0,
@@ -193,7 +191,7 @@ function eventStreamParser(index, onFirstEvent) {
       }
       if (!burst.recording) continue;
       const data = JSON.parse(block.slice('data:'.length));
-      burst.times[index].push(performance.now());
+      burst.times[index].push(wallClockMs());
       burst.counts[index].push(Number(data.active_connections));
     }
   };
@@ -253,92 +251,120 @@ function countError(key) {
   errorCounts.set(key, (errorCounts.get(key) ?? 0) + 1);
 }
 
-/** @param {number} index @param {WebSocket.RawData} data */
-function onFrame(index, data) {
-  const receivedAt = wallClockMs();
-  const frame = JSON.parse(data.toString());
-  const seq = Number(frame.seq);
-  counters.framesTotal += 1;
-  const previous = lastSeq[index];
-  if (previous !== 0) {
-    if (seq > previous + 1) counters.seqGaps += seq - previous - 1;
-    else if (seq <= previous) counters.outOfOrder += 1;
-  }
-  lastSeq[index] = seq;
-  countTickFrame(seq);
-
-  if (measured.armed && measured.firstSeq === 0) {
-    measured.firstSeq = seq + 1;
-    measured.lastSeq = seq + config.ticks;
-    measured.onStart?.();
-  }
-  if (measured.firstSeq === 0 || seq < measured.firstSeq || seq > measured.lastSeq) return;
-  const latency = receivedAt - Number(frame.ts);
-  if (measured.samples < measured.latencies.length) {
-    measured.latencies[measured.samples++] = latency;
-  }
-  const tick = seq - measured.firstSeq;
-  measured.tickMinMs[tick] = Math.min(measured.tickMinMs[tick], latency);
-  measured.tickMaxMs[tick] = Math.max(measured.tickMaxMs[tick], latency);
-  windowFrames[index] += 1;
-  if (seq === measured.lastSeq) {
-    measured.onLastTick?.();
-    measured.complete += 1;
-    if (measured.complete === openCount) measured.onAllComplete?.();
-  }
-}
-
 /**
- * Count a frame of tick seq, and collect garbage once every open client has
- * received the newest tick, when no frame is in flight. The young generation
- * then starts each tick empty, so node rarely has to stop for a collection
- * while frames arrive. A tick still arriving when the next one starts gets
- * no collection.
- * @param {number} seq
+ * The wsclients process: its events reach `listeners` by name, and `send`
+ * writes one command line to it.
  */
-function countTickFrame(seq) {
-  if (seq > newestTick.seq) {
-    newestTick.seq = seq;
-    newestTick.frames = 0;
-  }
-  if (seq !== newestTick.seq) return;
-  newestTick.frames += 1;
-  if (newestTick.frames === openCount && collectGarbage !== undefined) {
-    setImmediate(collectGarbage);
-  }
-}
+const wsClients = {
+  /** @type {import('node:child_process').ChildProcess | null} */
+  process: null,
+  /** @type {Map<string, (event: Record<string, any>) => void>} */
+  listeners: new Map(),
+  /** @param {string} command */
+  send(command) {
+    this.process?.stdin?.write(`${command}\n`);
+  },
+  /** Resolve with the next event named `name`. @param {string} name */
+  next(name) {
+    return new Promise((resolve) => this.listeners.set(name, resolve));
+  },
+};
+
+/** This script's CPU seconds when the connect phase started. */
+const connectStart = { cpu: 0 };
 
 /**
- * Open every WebSocket client, at most maxPending handshakes at a time.
- * Resolves with the connect phase's figures once each client is open or has
- * failed `attempts` times, or when the connect timeout passes.
+ * Start wsclients and resolve with the connect phase's figures once each
+ * client is open or has failed, or when the connect timeout passes.
  */
 function openAllWebSockets() {
-  return openWebSockets({
-    count: config.clients,
-    url: () => config.url,
-    origin: config.origin,
-    deflate: config.deflate,
-    maxPending: config.maxPending,
-    attempts: config.attempts,
-    timeoutMs: config.connectTimeoutMs,
-    onOpen: (index, socket) => {
-      openCount += 1;
-      sockets[index] = socket;
-      burst.lastOpenMs = performance.now();
-    },
-    onMessage: onFrame,
-    onClose: () => {
-      openCount -= 1;
-      if (!counters.shuttingDown) counters.disconnects += 1;
-    },
-    onError: (error) => {
-      countError(/** @type {NodeJS.ErrnoException} */ (error).code ?? error.message);
-    },
-    onProgress: ({ opened, pending, failed }) => {
-      emit({ event: 'progress', opened, pending, failed, clients: config.clients });
-    },
+  connectStart.cpu = cpuSeconds();
+  const child = spawn(
+    config.wsClients,
+    [
+      `--host=${serverUrl.hostname}`,
+      `--port=${serverUrl.port || 80}`,
+      `--path=${serverUrl.pathname}${serverUrl.search}`,
+      `--origin=${config.origin}`,
+      `--clients=${config.clients}`,
+      `--ticks=${config.ticks}`,
+      `--max-pending=${config.maxPending}`,
+      `--attempts=${config.attempts}`,
+      `--connect-timeout=${config.connectTimeoutMs / 1000}`,
+      ...(config.deflate ? ['--deflate'] : []),
+    ],
+    { stdio: ['pipe', 'pipe', 'inherit'] },
+  );
+  wsClients.process = child;
+  child.on('exit', (code, signal) => {
+    if (counters.shuttingDown) return;
+    process.stderr.write(`loadgen: wsclients exited with ${code ?? signal}\n`);
+    process.exit(1);
   });
+  readline.createInterface({ input: /** @type {NodeJS.ReadableStream} */ (child.stdout) })
+    .on('line', (line) => onWsClientsEvent(JSON.parse(line)));
+  return wsClients.next('connected');
+}
+
+/** @param {Record<string, any>} event */
+function onWsClientsEvent(event) {
+  switch (event.event) {
+    case 'progress':
+      emit({ ...event, clients: config.clients });
+      break;
+    case 'connected':
+      openCount = event.connected;
+      burst.lastOpenMs = event.last_open_ms;
+      delete event.last_open_ms;
+      // wsclients reports its own CPU; this script's SSE clients add theirs.
+      event.loadgen_cpu_connect += (cpuSeconds() - connectStart.cpu) / event.connect_s;
+      break;
+    case 'closed':
+      openCount = event.open;
+      break;
+    case 'first_frame':
+      measured.firstSeq = event.first_seq;
+      measured.lastSeq = event.first_seq + config.ticks - 1;
+      measured.onStart?.();
+      break;
+    case 'last_tick':
+      measured.onLastTick?.();
+      break;
+    case 'all_complete':
+      measured.complete = true;
+      measured.onAllComplete?.();
+      break;
+  }
+  const listener = wsClients.listeners.get(event.event);
+  if (listener) {
+    wsClients.listeners.delete(event.event);
+    const { event: _, ...figures } = event;
+    listener(figures);
+  }
+}
+
+/**
+ * CPU seconds of this process and wsclients, from /proc/PID/stat's utime
+ * and stime (fields 14 and 15, in clock ticks of 10 ms).
+ */
+function loadgenCpuSeconds() {
+  const pid = wsClients.process?.pid;
+  if (pid === undefined) return cpuSeconds();
+  const stat = fs.readFileSync(`/proc/${pid}/stat`, 'utf8');
+  // The fields after the command name, which is in parentheses, from field 3.
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  return cpuSeconds() + (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS_PER_S;
+}
+
+/** Resident memory of this process and wsclients, in MB. */
+function loadgenRssMb() {
+  const pid = wsClients.process?.pid;
+  let rss = process.memoryUsage().rss;
+  if (pid !== undefined) {
+    const status = fs.readFileSync(`/proc/${pid}/status`, 'utf8');
+    rss += Number(/VmRSS:\s+(\d+) kB/.exec(status)?.[1] ?? 0) * 1024;
+  }
+  return rss / 2 ** 20;
 }
 
 /**
@@ -421,56 +447,21 @@ function openEventStreams() {
 }
 
 /**
- * Sum up the garbage collection pauses that node started by itself between
- * start() and stop(). Such a pause delays every frame that arrives during it,
- * so it adds to the latencies measured. The collections forced after each
- * tick are counted in `between`, without their time.
- */
-function gcPauses() {
-  const figures = { count: 0, totalMs: 0, maxMs: 0, between: 0 };
-  /** @param {PerformanceEntry[]} entries */
-  const add = (entries) => {
-    for (const entry of entries) {
-      const flags = /** @type {{ flags?: number }} */ (entry.detail)?.flags ?? 0;
-      if (flags & constants.NODE_PERFORMANCE_GC_FLAGS_FORCED) {
-        figures.between += 1;
-        continue;
-      }
-      figures.count += 1;
-      figures.totalMs += entry.duration;
-      figures.maxMs = Math.max(figures.maxMs, entry.duration);
-    }
-  };
-  const observer = new PerformanceObserver((list) => add(list.getEntries()));
-  return {
-    figures,
-    start: () => observer.observe({ entryTypes: ['gc'] }),
-    stop: () => {
-      // Entries not yet delivered to the callback.
-      add(observer.takeRecords());
-      observer.disconnect();
-    },
-  };
-}
-
-/**
- * Measure the window of `ticks` ticks and resolve with its figures once every
+ * Measure the window of `ticks` ticks and resolve with its timing once every
  * open client has received the last tick or DRAIN_MS has passed.
  */
 function measureWindow() {
   return new Promise((resolve) => {
     const loopDelay = monitorEventLoopDelay({ resolution: LOOP_DELAY_RESOLUTION_MS });
-    const collections = gcPauses();
     const marks = { startCpu: 0, startMs: 0, endCpu: 0, endMs: 0 };
     let resolved = false;
 
     measured.onStart = () => {
       clearTimeout(noFrames);
       setTimeout(() => {
-        marks.startCpu = cpuSeconds();
+        marks.startCpu = loadgenCpuSeconds();
         marks.startMs = performance.now();
         loopDelay.enable();
-        collections.start();
         emit({ event: 'window_start', first_seq: measured.firstSeq });
       }, config.intervalMs / 2);
     };
@@ -478,30 +469,24 @@ function measureWindow() {
       if (measured.endScheduled) return;
       measured.endScheduled = true;
       setTimeout(() => {
-        marks.endCpu = cpuSeconds();
+        marks.endCpu = loadgenCpuSeconds();
         marks.endMs = performance.now();
         loopDelay.disable();
-        collections.stop();
         emit({ event: 'window_end', last_seq: measured.lastSeq });
-        finishAfter(DRAIN_MS);
-        if (measured.complete >= openCount) finish();
+        setTimeout(finish, DRAIN_MS);
+        if (measured.complete) finish();
       }, config.intervalMs / 2);
     };
     measured.onAllComplete = () => {
       if (marks.endMs !== 0) finish();
     };
-    measured.armed = true;
+    wsClients.send('arm');
     const noFrames = setTimeout(() => {
       if (measured.firstSeq !== 0) return;
       process.stderr.write(`loadgen: no frame arrived within ${FIRST_FRAME_TIMEOUT_MS} ms\n`);
       shutDown();
       process.exit(4);
     }, FIRST_FRAME_TIMEOUT_MS);
-
-    /** @param {number} ms */
-    function finishAfter(ms) {
-      setTimeout(finish, ms);
-    }
 
     function finish() {
       if (resolved) return;
@@ -514,39 +499,23 @@ function measureWindow() {
         loadgen_cpu: (marks.endCpu - marks.startCpu) / seconds,
         loadgen_loop_delay_p99_ms: loopDelayMs(loopDelay.percentile(99)),
         loadgen_loop_delay_max_ms: loopDelayMs(loopDelay.max),
-        loadgen_gc_pauses: collections.figures.count,
-        loadgen_gc_ms: collections.figures.totalMs,
-        loadgen_gc_max_ms: collections.figures.maxMs,
-        loadgen_gc_between_ticks: collections.figures.between,
       });
     }
   });
 }
 
-/** Summarize the window's latencies and lost frames. */
-function windowFigures() {
-  let lost = 0;
-  let clientsWithLoss = 0;
-  for (let index = 0; index < config.clients; index += 1) {
-    if (sockets[index] === undefined) continue;
-    const missing = config.ticks - windowFrames[index];
-    if (missing > 0) {
-      lost += missing;
-      clientsWithLoss += 1;
-    }
+/**
+ * Ask wsclients for the window's latencies, lost frames and counters, and
+ * merge its error counts into this script's.
+ */
+async function windowFigures() {
+  const result = wsClients.next('result');
+  wsClients.send('result');
+  const { errors, ...figures } = await result;
+  for (const [key, count] of Object.entries(errors)) {
+    errorCounts.set(key, (errorCounts.get(key) ?? 0) + count);
   }
-  return {
-    frames: measured.samples,
-    ...latencyFigures(measured.latencies.subarray(0, measured.samples)),
-    lost,
-    clients_with_loss: clientsWithLoss,
-    // The lowest and highest latency of each tick. A tick that started late
-    // raises both, and a tick that took long to send raises the highest.
-    tick_latency_ms: Array.from(measured.tickMaxMs, (max, tick) => [
-      Math.round(measured.tickMinMs[tick]),
-      Math.round(max),
-    ]),
-  };
+  return figures;
 }
 
 /** Resolve when a line arrives on stdin, or after ACK_TIMEOUT_MS. */
@@ -566,7 +535,7 @@ function waitForAck() {
 
 function shutDown() {
   counters.shuttingDown = true;
-  for (const socket of sockets) socket?.terminate();
+  wsClients.process?.kill();
   for (const request of sseRequests) request.destroy();
 }
 
@@ -586,7 +555,7 @@ async function main() {
   burst.finalCount = openCount;
   const windowTimes = await measureWindow();
   if (config.waitAck) await waitForAck();
-  const figures = windowFigures();
+  const figures = await windowFigures();
   emit({
     event: 'result',
     clients: config.clients,
@@ -596,15 +565,11 @@ async function main() {
     ...connectFigures,
     ...windowTimes,
     ...figures,
-    seq_gaps: counters.seqGaps,
-    out_of_order: counters.outOfOrder,
-    disconnects: counters.disconnects,
-    frames_total: counters.framesTotal,
     sse_events: counters.sseEvents,
     sse_failed: counters.sseFailed,
     ...burstFigures(),
     errors: Object.fromEntries(errorCounts),
-    loadgen_rss_mb: process.memoryUsage().rss / 2 ** 20,
+    loadgen_rss_mb: loadgenRssMb(),
   });
   clearTimeout(limit);
   shutDown();
