@@ -65,10 +65,11 @@ class WordConsumer(AsyncWebsocketConsumer):
         await self.accept()
         services.fanout.add(self)
         services.presence.client_connected()
-        services.recorder.opened(self._new_record())
+        record = self._new_record()
+        services.recorder.opened(record)
         # From here on, disconnect() undoes the three calls above, once.
         self._joined = True
-        logger.debug("connected %s from %s", self.connection_id, self._client)
+        logger.debug("connected %s from %s", self.connection_id, record.client_address)
         if resume_point is not None:
             await self._recover(resume_point)
 

