@@ -49,6 +49,10 @@ check-tools:
 	@test -x /usr/bin/chromium || { \
 		echo "chromium is missing: install it with 'apt-get install chromium'"; \
 		exit 1; }
+	@command -v cc >/dev/null && test -f /usr/include/zlib.h || { \
+		echo "the benchmark's clients need a C compiler and zlib: install them" \
+			"with 'apt-get install gcc zlib1g-dev'"; \
+		exit 1; }
 
 $(VENV)/.runtime: requirements.txt
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)

@@ -49,8 +49,8 @@
 #include <unistd.h>
 #include <zlib.h>
 
-/* Milliseconds before a failed attempt is repeated, and that one handshake
- * may take: the values of the node clients in common.mjs. */
+/* Milliseconds before a failed attempt is repeated, and the longest one
+ * handshake may take. The node clients in common.mjs use the same values. */
 #define RETRY_DELAY_MS 200.0
 #define HANDSHAKE_TIMEOUT_MS 30000.0
 /* A message larger than this after inflating counts as an error. */
@@ -92,7 +92,8 @@ static int epoll_fd;
 /* The connect phase. */
 static int next_client, pending, opened, failed, retries, connect_done;
 static double connect_started_ms, last_open_wall_ms, cpu_started;
-/* Clients waiting for a retry, in the order they failed: all wait equally. */
+/* Clients waiting for a retry, in the order they failed. Every client waits
+ * RETRY_DELAY_MS, so the queue is in the order of their retry times. */
 static int *retry_queue, retry_head, retry_tail;
 
 /* Counters over the whole run. */
@@ -226,8 +227,8 @@ static void write_control(struct client *client, int opcode,
     frame[1] = 0x80 | length;
     memcpy(frame + 2, &mask, 4);
     for (size_t i = 0; i < length; i++) frame[6 + i] = payload[i] ^ frame[2 + i % 4];
-    /* A short frame on a socket that is read promptly; if the buffer is
-     * full, the server's ping times out and it closes, which is counted. */
+    /* A frame this short fits unless the socket's buffer is full. Then the
+     * server's ping times out and the server closes, which is counted. */
     if (write(client->fd, frame, 6 + length) < 0) count_errno(errno);
 }
 
@@ -312,6 +313,25 @@ static void launch(void) {
     }
 }
 
+/* Write a random Sec-WebSocket-Key: 16 bytes in base64, 24 characters. */
+static void make_key(char key[25]) {
+    static const char alphabet[] =
+        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+    unsigned char nonce[16];
+    if (getrandom(nonce, sizeof nonce, 0) != sizeof nonce) fail("getrandom failed");
+
+    for (int in = 0, out = 0; in < 16; in += 3, out += 4) {
+        uint32_t bits = nonce[in] << 16;
+        if (in + 1 < 16) bits |= nonce[in + 1] << 8;
+        if (in + 2 < 16) bits |= nonce[in + 2];
+        key[out] = alphabet[bits >> 18 & 63];
+        key[out + 1] = alphabet[bits >> 12 & 63];
+        key[out + 2] = in + 1 < 16 ? alphabet[bits >> 6 & 63] : '=';
+        key[out + 3] = in + 2 < 16 ? alphabet[bits & 63] : '=';
+    }
+    key[24] = '\0';
+}
+
 static void send_handshake(struct client *client) {
     int error = 0;
     socklen_t size = sizeof error;
@@ -321,20 +341,10 @@ static void send_handshake(struct client *client) {
         fail_attempt(client);
         return;
     }
-    unsigned char nonce[16];
+
     char key[25];
-    if (getrandom(nonce, sizeof nonce, 0) != sizeof nonce) fail("getrandom failed");
-    static const char alphabet[] =
-        "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    for (int in = 0, out = 0; in < 16; in += 3, out += 4) {
-        uint32_t bits = nonce[in] << 16 | (in + 1 < 16 ? nonce[in + 1] << 8 : 0) |
-                        (in + 2 < 16 ? nonce[in + 2] : 0);
-        key[out] = alphabet[bits >> 18 & 63];
-        key[out + 1] = alphabet[bits >> 12 & 63];
-        key[out + 2] = in + 1 < 16 ? alphabet[bits >> 6 & 63] : '=';
-        key[out + 3] = in + 2 < 16 ? alphabet[bits & 63] : '=';
-    }
-    key[24] = '\0';
+    make_key(key);
+
     char request[1024];
     int length = snprintf(
         request, sizeof request,
@@ -379,6 +389,7 @@ static long take_response(struct client *client) {
         fail_attempt(client);
         return -1;
     }
+
     const char *extensions = header_value(head, "Sec-WebSocket-Extensions");
     if (extensions && strcasestr(extensions, "permessage-deflate")) {
         const char *line_end = strstr(extensions, "\r\n");
@@ -390,6 +401,7 @@ static long take_response(struct client *client) {
         if (!client->inflater || inflateInit2(client->inflater, -15) != Z_OK)
             fail("cannot allocate an inflater");
     }
+
     client->state = OPEN;
     client->opened_once = 1;
     open_count++;
@@ -548,16 +560,16 @@ static void on_readable(struct client *client) {
     }
     double received_ms = clock_ms(CLOCK_REALTIME);
     client->len += got;
-    long taken = 0;
+    long parsed = 0;
     if (client->state == HANDSHAKE) {
-        taken = take_response(client);
-        if (taken <= 0) return;
+        parsed = take_response(client);
+        if (parsed <= 0) return;
     }
-    long frames = take_frames(client, taken, received_ms);
+    long frames = take_frames(client, parsed, received_ms);
     if (frames < 0) return;
-    taken += frames;
-    client->len -= taken;
-    memmove(client->buf, client->buf + taken, client->len);
+    parsed += frames;
+    client->len -= parsed;
+    memmove(client->buf, client->buf + parsed, client->len);
     check_complete();
 }
 
