@@ -205,11 +205,18 @@ class WordConsumer(AsyncWebsocketConsumer):
             pending.add_done_callback(self._send_done)
 
     def _send_done(self, task: asyncio.Task[None]) -> None:
+        """Send the queued frames once a send that waited has completed."""
         self._pending_send = None
         if task.cancelled() or task.exception() is not None:
             return
         while self._backlog and self._pending_send is None and not self._closing:
-            self._send(self._backlog.pop(0))
+            try:
+                self._send(self._backlog.pop(0))
+            except OSError as exc:
+                # The socket closed meanwhile, and its disconnect event follows.
+                # Raised here, the error would reach the event loop's handler.
+                logger.debug("send to %s failed: %r", self.connection_id, exc)
+                self._backlog = None
 
     def close_soon(self, code: int) -> None:
         """Start closing the connection with code, without waiting for the socket."""

@@ -9,6 +9,8 @@ from channels.testing import WebsocketCommunicator
 from uvicorn.protocols.utils import ClientDisconnected
 
 from streaming.closecodes import CloseCode
+from streaming.fanout import Outgoing
+from streaming.history import Word
 from streaming.models import Connection, ConnectionState, Via
 from wordstream_site.asgi import application
 
@@ -135,6 +137,44 @@ async def test_close_clients_survives_gone_client(services, caplog):
     await departed.disconnect()
     await remaining.disconnect()
     assert services.presence.local_count == 0
+
+
+async def test_queued_frames_to_gone_client_are_dropped(services):
+    client = communicator()
+    assert (await client.connect(timeout=TIMEOUT))[0]
+    [consumer] = services.fanout
+    services.fanout.discard(consumer)
+    unblock = asyncio.get_running_loop().create_future()
+    sends = []
+
+    async def send_until_gone(message):
+        sends.append(message)
+        if len(sends) == 1:
+            await unblock
+        else:
+            raise ClientDisconnected()
+
+    consumer.base_send = send_until_gone
+    loop = asyncio.get_running_loop()
+    errors = []
+    loop.set_exception_handler(lambda loop, context: errors.append(context))
+    try:
+        seq = consumer._last_word.seq if consumer._last_word else 0
+        words = [Word("late", seq + step, 0, "e1") for step in (1, 2, 3)]
+        # The first send waits for the socket, so the next two are queued.
+        assert all(consumer.offer(Outgoing.of(word)) for word in words)
+        unblock.set_result(None)
+        async with asyncio.timeout(TIMEOUT):
+            while len(sends) < 2 or consumer._pending_send is not None:
+                await asyncio.sleep(0)
+    finally:
+        loop.set_exception_handler(None)
+
+    # The second send found the socket gone, and the third was dropped.
+    assert len(sends) == 2
+    assert consumer._backlog is None
+    assert errors == []
+    await client.disconnect()
 
 
 async def test_failed_connect_leaves_fanout_and_presence(services, monkeypatch):
