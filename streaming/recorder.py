@@ -1,15 +1,18 @@
 """Writes connection rows off the hot path, in batches.
 
-Consumers only append to in-memory lists. A background task writes them every
-FLUSH_INTERVAL seconds, with one bulk insert for the opens and one prepared
-UPDATE run for the closes, in the thread that database_sync_to_async uses. A
-burst of a thousand connects therefore costs a few statements, and no
-consumer waits on the database.
+Consumers only append to in-memory lists. A background task writes them with
+one bulk insert for the opens and one prepared UPDATE run for the closes, in
+the thread that database_sync_to_async uses, so no consumer waits on the
+database. It writes once no row has arrived for FLUSH_INTERVAL seconds, or
+MAX_FLUSH_DELAY seconds after the oldest pending row. A burst of thousands
+of connects is thus written after it ends: the database thread's Python
+time holds the GIL, which the event loop needs for the handshakes.
 """
 
 import asyncio
 import contextlib
 import logging
+import time
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -26,6 +29,7 @@ from .models import Connection, ConnectionState
 logger = logging.getLogger(__name__)
 
 FLUSH_INTERVAL = 0.5
+MAX_FLUSH_DELAY = 5.0
 # Rows kept for a retry while the database is failing; older ones are dropped.
 MAX_PENDING = 100_000
 
@@ -45,12 +49,18 @@ class ConnectionRecorder:
         self._opens: dict[UUID, Connection] = {}
         self._closes: list[Close] = []
         self._stopping = asyncio.Event()
+        # Rows that arrived since the last check, and time.monotonic() when
+        # the oldest pending row arrived.
+        self._arrived = 0
+        self._oldest: float | None = None
 
     def opened(self, connection: Connection) -> None:
         connection.process = self.process_id
         self._opens[connection.id] = connection
+        self._arrive()
 
     def closed(self, close: Close) -> None:
+        self._arrive()
         opened = self._opens.get(close.connection_id)
         if opened is not None:
             # Opened and closed within one batch: a single insert does.
@@ -58,8 +68,13 @@ class ConnectionRecorder:
         else:
             self._closes.append(close)
 
+    def _arrive(self) -> None:
+        self._arrived += 1
+        if self._oldest is None:
+            self._oldest = time.monotonic()
+
     async def run(self) -> None:
-        """Flush every FLUSH_INTERVAL seconds until stop() is called.
+        """Flush the pending rows when they are due, until stop() is called.
 
         Cancelling this task instead could lose a batch: a write that is
         still queued for the database thread when its awaiting task is
@@ -68,7 +83,17 @@ class ConnectionRecorder:
         while not self._stopping.is_set():
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self._stopping.wait(), FLUSH_INTERVAL)
-            await self.flush()
+            if self._stopping.is_set() or self._flush_due():
+                await self.flush()
+
+    def _flush_due(self) -> bool:
+        """Return True when no row arrived in the last interval, or the oldest
+        pending row has waited MAX_FLUSH_DELAY seconds."""
+        quiet = self._arrived == 0
+        self._arrived = 0
+        if self._oldest is None:
+            return False
+        return quiet or time.monotonic() - self._oldest >= MAX_FLUSH_DELAY
 
     def stop(self) -> None:
         """Make run() return after one more flush."""
@@ -80,6 +105,7 @@ class ConnectionRecorder:
             return
         opens, closes = self._opens, self._closes
         self._opens, self._closes = {}, []
+        self._oldest = None
         try:
             await write_batch(list(opens.values()), closes)
         except DatabaseError as exc:
@@ -87,6 +113,8 @@ class ConnectionRecorder:
             self._requeue(opens, closes)
 
     def _requeue(self, opens: dict[UUID, Connection], closes: list[Close]) -> None:
+        # The next attempt waits for a quiet interval, or MAX_FLUSH_DELAY.
+        self._oldest = self._oldest or time.monotonic()
         opens.update(self._opens)
         self._opens = opens
         self._closes = closes + self._closes
