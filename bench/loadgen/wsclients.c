@@ -43,6 +43,7 @@
 #include <string.h>
 #include <sys/epoll.h>
 #include <sys/random.h>
+#include <signal.h>
 #include <sys/resource.h>
 #include <sys/socket.h>
 #include <time.h>
@@ -63,7 +64,7 @@ enum state { IDLE, CONNECTING, HANDSHAKE, OPEN, CLOSED, FAILED };
 struct client {
     int fd;
     unsigned char state;
-    unsigned char attempt;
+    int attempt;
     /* permessage-deflate was accepted, and with server_no_context_takeover. */
     unsigned char deflate;
     unsigned char reset_per_message;
@@ -75,6 +76,8 @@ struct client {
     int64_t last_seq;
     int32_t window_frames;
     unsigned char opened_once;
+    /* Received the window's last tick. */
+    unsigned char has_last_tick;
     z_stream *inflater;
 };
 
@@ -99,6 +102,8 @@ static int *retry_queue, retry_head, retry_tail;
 /* Counters over the whole run. */
 static int open_count, disconnects, deflate_clients;
 static long long frames_total, seq_gaps, out_of_order;
+/* The highest seq any client has received. */
+static int64_t newest_seq;
 static struct {
     char key[48];
     long count;
@@ -233,6 +238,7 @@ static void write_control(struct client *client, int opcode,
 }
 
 static void on_closed(struct client *client) {
+    if (client->has_last_tick) window.complete--;
     release(client);
     client->state = CLOSED;
     open_count--;
@@ -251,10 +257,10 @@ static void finish_connect_phase(int timed_out) {
     emit("{\"event\":\"connected\",\"connect_s\":%.3f,\"connect_rate\":%.1f,"
          "\"connected\":%d,\"connect_failed\":%d,\"connect_retries\":%d,"
          "\"connect_timed_out\":%s,\"loadgen_cpu_connect\":%.4f,"
-         "\"last_open_ms\":%.3f}",
+         "\"open\":%d,\"last_open_ms\":%.3f}",
          seconds, opened / seconds, opened, config.clients - opened, retries,
          timed_out ? "true" : "false", (cpu_seconds() - cpu_started) / seconds,
-         last_open_wall_ms);
+         open_count, last_open_wall_ms);
 }
 
 static void check_connect_phase(void) {
@@ -302,6 +308,14 @@ static void launch(void) {
     double now = clock_ms(CLOCK_MONOTONIC);
     while (retry_head != retry_tail) {
         struct client *client = &clients[retry_queue[retry_head % config.clients]];
+        if (connect_done) {
+            /* The connect phase timed out: no more attempts. */
+            retry_head++;
+            client->state = FAILED;
+            pending--;
+            failed++;
+            continue;
+        }
         if (client->since_ms > now) break;
         retry_head++;
         start_attempt(client);
@@ -355,6 +369,8 @@ static void send_handshake(struct client *client) {
         config.deflate
             ? "Sec-WebSocket-Extensions: permessage-deflate; client_max_window_bits\r\n"
             : "");
+    if (length >= (int)sizeof request) fail("--path or --origin is too long");
+    errno = 0;
     if (write(client->fd, request, length) != length) {
         count_errno(errno ? errno : EIO);
         fail_attempt(client);
@@ -383,8 +399,13 @@ static long take_response(struct client *client) {
     *end = '\0';
     const char *head = (const char *)client->buf;
     if (strncmp(head, "HTTP/1.1 101", 12) != 0) {
-        char key[32];
-        snprintf(key, sizeof key, "Unexpected server response: %.3s", head + 9);
+        /* The status code, if the line has one, as ws reports it. */
+        const char *code = head + 9;
+        int valid = strlen(head) >= 12 && isdigit(code[0]) && isdigit(code[1]) &&
+                    isdigit(code[2]);
+        char key[48];
+        snprintf(key, sizeof key, "Unexpected server response: %.3s",
+                 valid ? code : "???");
         count_error(key);
         fail_attempt(client);
         return -1;
@@ -418,27 +439,32 @@ static void on_text(struct client *client, const char *text, size_t length,
                     double received_ms) {
     const char *seq_key = memmem(text, length, "\"seq\":", 6);
     const char *ts_key = memmem(text, length, "\"ts\":", 5);
-    if (!seq_key || !ts_key) {
+    /* Each key is followed by a number, and the closing brace stops strtoll
+     * and strtod within the message at the latest. */
+    if (!seq_key || !ts_key || length == 0 || text[length - 1] != '}') {
         count_error("frame without seq or ts");
         return;
     }
-    /* The keys are followed by a number within the message, whose end is
-     * a ',' or '}', so strtod stops inside it. */
     int64_t seq = strtoll(seq_key + 6, NULL, 10);
     double ts = strtod(ts_key + 5, NULL);
     frames_total++;
+    int newer = seq > client->last_seq;
     if (client->last_seq != 0) {
         if (seq > client->last_seq + 1) seq_gaps += seq - client->last_seq - 1;
-        else if (seq <= client->last_seq) out_of_order++;
+        else if (!newer) out_of_order++;
     }
-    client->last_seq = seq;
+    if (newer) client->last_seq = seq;
+    if (seq > newest_seq) newest_seq = seq;
     if (window.armed && window.first_seq == 0) {
-        window.first_seq = seq + 1;
-        window.last_seq = seq + config.ticks;
+        /* After the newest tick any client has, so that no client has
+         * received part of the window before it starts. */
+        window.first_seq = newest_seq + 1;
+        window.last_seq = newest_seq + config.ticks;
         emit("{\"event\":\"first_frame\",\"first_seq\":%lld}",
              (long long)window.first_seq);
     }
-    if (window.first_seq == 0 || seq < window.first_seq || seq > window.last_seq)
+    if (window.first_seq == 0 || seq < window.first_seq || seq > window.last_seq ||
+        !newer)
         return;
     double latency = received_ms - ts;
     if (window.samples < window.capacity) window.latencies[window.samples++] = latency;
@@ -451,6 +477,7 @@ static void on_text(struct client *client, const char *text, size_t length,
             window.last_tick_sent = 1;
             emit("{\"event\":\"last_tick\"}");
         }
+        client->has_last_tick = 1;
         window.complete++;
     }
 }
@@ -479,12 +506,16 @@ static void on_compressed(struct client *client, unsigned char *payload,
         stream->avail_in = sizeof tail;
         status = inflate(stream, Z_SYNC_FLUSH);
     }
-    if ((status != Z_OK && status != Z_BUF_ERROR) || stream->avail_out == 0) {
+    size_t inflated = sizeof message - stream->avail_out;
+    /* A message may end with a final deflate block (RFC 7692 7.2.3.4),
+     * after which the stream starts over. */
+    if (status == Z_STREAM_END || client->reset_per_message) inflateReset(stream);
+    if ((status != Z_OK && status != Z_BUF_ERROR && status != Z_STREAM_END) ||
+        stream->avail_out == 0) {
         count_error("inflate failed");
         return;
     }
-    on_text(client, (char *)message, sizeof message - stream->avail_out, received_ms);
-    if (client->reset_per_message) inflateReset(stream);
+    on_text(client, (char *)message, inflated, received_ms);
 }
 
 /* Handle the complete frames in the client's buffer; return the bytes taken,
@@ -519,8 +550,12 @@ static long take_frames(struct client *client, size_t from, double received_ms) 
         unsigned char *payload = frame + header;
         int opcode = frame[0] & 0x0f, final = frame[0] & 0x80;
         at += header + length;
-        if (opcode == 1 && !final) {
-            count_error("fragmented message");
+        if (!final || opcode == 0 || (opcode >= 8 && length > 125)) {
+            /* The servers measured never fragment a message, and a control
+             * frame longer than 125 bytes breaks RFC 6455 5.5. */
+            count_error(final ? "control frame over 125 bytes" : "fragmented message");
+            on_closed(client);
+            return -1;
         } else if (opcode == 1 && (frame[0] & 0x40) && client->deflate) {
             on_compressed(client, payload, length, received_ms);
         } else if (opcode == 1) {
@@ -528,7 +563,8 @@ static long take_frames(struct client *client, size_t from, double received_ms) 
         } else if (opcode == 9) {
             write_control(client, 10, payload, length);
         } else if (opcode == 8) {
-            write_control(client, 8, payload, length < 2 ? length : 2);
+            /* The status code, or nothing: a 1-byte payload is invalid. */
+            write_control(client, 8, payload, length < 2 ? 0 : 2);
             on_closed(client);
             return -1;
         } else if (opcode != 10) {
@@ -538,7 +574,7 @@ static long take_frames(struct client *client, size_t from, double received_ms) 
     return at - from;
 }
 
-/* Read what the socket holds and act on it. */
+/* Read what the socket has received and act on it. */
 static void on_readable(struct client *client) {
     if (client->cap - client->len < 512) {
         uint32_t cap = client->cap ? client->cap * 2 : 1024;
@@ -676,8 +712,21 @@ static void allocate(void) {
     for (int tick = 0; tick < config.ticks; tick++) window.tick_min[tick] = INFINITY;
 }
 
+/* Raise the limit of open files to its maximum: a client is one file. */
+static void raise_open_files(void) {
+    struct rlimit limit;
+    if (getrlimit(RLIMIT_NOFILE, &limit) == 0 && limit.rlim_cur < limit.rlim_max) {
+        limit.rlim_cur = limit.rlim_max;
+        setrlimit(RLIMIT_NOFILE, &limit);
+    }
+}
+
 int main(int argc, char **argv) {
     parse_args(argc, argv);
+    raise_open_files();
+    /* A write to a socket the server closed fails with EPIPE, which is
+     * counted, instead of ending the program. */
+    signal(SIGPIPE, SIG_IGN);
     allocate();
     srandom(getpid());
     epoll_fd = epoll_create1(EPOLL_CLOEXEC);
