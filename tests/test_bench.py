@@ -135,30 +135,10 @@ def test_bench_follows_counts_during_connects(bench_rows):
 
 def test_loadgen_counts_failed_sse_clients_as_missing(start_server, loadgen_packages):
     server = start_server("uvicorn", WORD_INTERVAL="0.2")
-    args = [
-        *node_command(),
-        str(LOADGEN),
-        "--url",
-        server.ws_url,
-        "--clients",
-        "3",
-        "--sse-clients",
-        "2",
-        # The server returns 404 for this path, so neither SSE client gets an event.
-        "--sse-path",
-        "/missing",
-        "--ticks",
-        "1",
-        "--interval",
-        "0.2",
-        "--settle",
-        "0.2",
-    ]
-    run = subprocess.run(
-        args, capture_output=True, text=True, timeout=BENCH_TIMEOUT, check=False
-    )
-    assert run.returncode == 0, run.stderr
-    result = json.loads(run.stdout.splitlines()[-1])
+    options = ("--clients", "3", "--sse-clients", "2", "--ticks", "1")
+    # The server returns 404 for this path, so neither SSE client gets an event.
+    options += ("--sse-path", "/missing", "--interval", "0.2", "--settle", "0.2")
+    result = run_loadgen(server.ws_url, *options)
     assert result["sse_failed"] == 2
     assert result["sse_final_missing"] == 2
     assert result["sse_final_delay_ms"] is None
