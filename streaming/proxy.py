@@ -51,7 +51,7 @@ def is_trusted_proxy(address: str | None) -> bool:
     return _is_in_networks(address, tuple(settings.TRUSTED_PROXIES))
 
 
-# Every handshake asks about its peer, and a server sees the same few proxy
+# Every handshake tests its peer, and a server sees the same few proxy
 # addresses over and over: parsing one and testing it against each network
 # took about 4 microseconds per handshake.
 @lru_cache(maxsize=1024)

@@ -242,7 +242,7 @@ def run_loadgen(url: str, *options: str) -> dict:
 
 
 def test_ws_clients_answer_pings(start_server, loadgen_packages):
-    # The server closes a client that does not answer its ping within 0.4 s.
+    # The server closes a client that does not reply to its ping within 0.4 s.
     server = start_server(
         "serve", WORD_INTERVAL="0.2", WS_PING_INTERVAL="0.2", WS_PING_TIMEOUT="0.4"
     )

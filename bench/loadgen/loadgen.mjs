@@ -10,7 +10,7 @@
  *
  * The WebSocket clients run in wsclients, a C program on one epoll loop
  * (wsclients.c), which this script starts and drives through its stdin and
- * stdout; this script runs the SSE clients and times the window.
+ * stdout. This script runs the SSE clients and times the window.
  *
  * It writes one JSON object per line to stdout, each with an `event` key:
  *   progress      during the connect phase, about once a second

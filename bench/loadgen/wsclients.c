@@ -639,9 +639,11 @@ static int compare_doubles(const void *a, const void *b) {
     return (x > y) - (x < y);
 }
 
-static void print_latency(const char *key, double value, int known) {
-    if (known) printf(",\"%s\":%.3f", key, value);
-    else printf(",\"%s\":null", key);
+/* Print sorted[index] as key, or null when there are no latencies. */
+static void print_latency(const char *key, const double *sorted, size_t n,
+                          size_t index) {
+    if (n == 0) printf(",\"%s\":null", key);
+    else printf(",\"%s\":%.3f", key, sorted[index]);
 }
 
 static void print_result(void) {
@@ -657,12 +659,11 @@ static void print_result(void) {
     size_t n = window.samples;
     double *sorted = window.latencies;
     qsort(sorted, n, sizeof *sorted, compare_doubles);
-    size_t p50 = n / 2, p99 = (size_t)(0.99 * n);
     printf("{\"event\":\"result\",\"frames\":%zu", n);
-    print_latency("p50_ms", n ? sorted[p50 < n ? p50 : n - 1] : 0, n > 0);
-    print_latency("p99_ms", n ? sorted[p99 < n ? p99 : n - 1] : 0, n > 0);
-    print_latency("max_ms", n ? sorted[n - 1] : 0, n > 0);
-    print_latency("min_ms", n ? sorted[0] : 0, n > 0);
+    print_latency("p50_ms", sorted, n, n / 2);
+    print_latency("p99_ms", sorted, n, (size_t)(0.99 * n));
+    print_latency("max_ms", sorted, n, n - 1);
+    print_latency("min_ms", sorted, n, 0);
     printf(",\"lost\":%ld,\"clients_with_loss\":%ld,\"tick_latency_ms\":[", lost,
            clients_with_loss);
     for (int tick = 0; tick < config.ticks; tick++) {
