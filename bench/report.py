@@ -156,7 +156,7 @@ def _ratio_check(
 
 # Redis commands per tick may differ this much between sizes without counting
 # as growth: a window of 30 ticks contains six or seven of the presence
-# reports sent every 5 s.
+# reports sent every 5 s, a window of 60 twelve or thirteen.
 REDIS_TOLERANCE = 1.15
 Check = tuple[str, str, str]
 
@@ -277,7 +277,7 @@ def _capacity_checks(rows: list[Row], config: str, deflate: bool) -> list[Check]
         checks.append(redis_check)
     checks.extend(_burst_checks(_find(rows, config, 5000, deflate, sse=1000), config))
     # The two runs are back to back and measure the longer window (see
-    # bench.run.plan_runs). Over 30 ticks, where the slowest few ticks set the
+    # bench.run.size_runs). Over 30 ticks, where the slowest few ticks set the
     # p99, two runs of the same point differed by up to 17%.
     checks.append(
         _ratio_check(

@@ -11,7 +11,7 @@ def plan(*args: str) -> list[tuple[str, int, int, int]]:
     ]
 
 
-def test_sse_run_follows_its_baseline():
+def test_sizes_in_turn_sse_run_after_its_baseline():
     points = plan(
         "--configs",
         "serve-1,reference",
@@ -24,11 +24,11 @@ def test_sse_run_follows_its_baseline():
     )
     assert points == [
         ("serve-1", 1000, 0, 30),
+        ("reference", 1000, 0, 30),
         ("serve-1", 5000, 0, 120),
         ("serve-1", 5000, 1000, 120),
-        ("serve-1", 10000, 0, 30),
-        ("reference", 1000, 0, 30),
         ("reference", 5000, 0, 120),
+        ("serve-1", 10000, 0, 30),
         ("reference", 10000, 0, 30),
     ]
 
@@ -40,4 +40,29 @@ def test_other_sizes_measure_short_window():
 
 def test_no_sse_clients_one_run_per_size():
     points = plan("--configs", "serve-1", "--sizes", "5000", "--sse-clients", "0")
-    assert points == [("serve-1", 5000, 0, 30)]
+    assert points == [("serve-1", 5000, 0, 60)]
+
+
+def test_deflate_modes_pass_over_every_size():
+    points = build_points(
+        parse_args(
+            [
+                "--configs",
+                "serve-1,serve-2",
+                "--sizes",
+                "1000,10000",
+                "--deflate",
+                "off,on",
+            ]
+        )
+    )
+    assert [(p.deflate, p.clients, p.config.name) for p in points] == [
+        (False, 1000, "serve-1"),
+        (False, 1000, "serve-2"),
+        (False, 10000, "serve-1"),
+        (False, 10000, "serve-2"),
+        (True, 1000, "serve-1"),
+        (True, 1000, "serve-2"),
+        (True, 10000, "serve-1"),
+        (True, 10000, "serve-2"),
+    ]
