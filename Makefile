@@ -126,7 +126,7 @@ check-tools: check-deploy-tools
 test: node-deps
 test-python: node-deps
 
-# The benchmark of docs/benchmarks.md: about 50 minutes on an idle
+# The benchmark of docs/benchmarks.md: about an hour on an idle
 # 2-core machine, longer when other work makes it measure points again.
 # `make bench SIZES=1000` measures only the sizes given.
 SIZES ?= 1000 5000 10000
