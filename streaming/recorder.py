@@ -12,9 +12,9 @@ time holds the GIL, which the event loop needs for the handshakes.
 import asyncio
 import contextlib
 import logging
-import time
 from dataclasses import dataclass
 from datetime import datetime
+from time import monotonic
 from typing import Any
 from uuid import UUID
 
@@ -49,7 +49,7 @@ class ConnectionRecorder:
         self._opens: dict[UUID, Connection] = {}
         self._closes: list[Close] = []
         self._stopping = asyncio.Event()
-        # Rows that arrived since the last check, and time.monotonic() when
+        # Rows that arrived since the last check, and monotonic() when
         # the oldest pending row arrived.
         self._arrived = 0
         self._oldest: float | None = None
@@ -71,7 +71,7 @@ class ConnectionRecorder:
     def _arrive(self) -> None:
         self._arrived += 1
         if self._oldest is None:
-            self._oldest = time.monotonic()
+            self._oldest = monotonic()
 
     async def run(self) -> None:
         """Flush the pending rows when they are due, until stop() is called.
@@ -93,7 +93,7 @@ class ConnectionRecorder:
         self._arrived = 0
         if self._oldest is None:
             return False
-        return quiet or time.monotonic() - self._oldest >= MAX_FLUSH_DELAY
+        return quiet or monotonic() - self._oldest >= MAX_FLUSH_DELAY
 
     def stop(self) -> None:
         """Make run() return after one more flush."""
@@ -114,7 +114,8 @@ class ConnectionRecorder:
 
     def _requeue(self, opens: dict[UUID, Connection], closes: list[Close]) -> None:
         # The next attempt waits for a quiet interval, or MAX_FLUSH_DELAY.
-        self._oldest = self._oldest or time.monotonic()
+        if self._oldest is None:
+            self._oldest = monotonic()
         opens.update(self._opens)
         self._opens = opens
         self._closes = closes + self._closes

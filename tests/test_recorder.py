@@ -20,7 +20,7 @@ class Clock:
 @pytest.fixture
 def clock(monkeypatch):
     clock = Clock()
-    monkeypatch.setattr(recorder_module.time, "monotonic", clock)
+    monkeypatch.setattr(recorder_module, "monotonic", clock)
     return clock
 
 
