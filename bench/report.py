@@ -156,7 +156,7 @@ def _ratio_check(
 
 # Redis commands per tick may differ this much between sizes without counting
 # as growth: a window of 30 ticks contains six or seven of the presence
-# reports sent every 5 s, a window of 60 twelve or thirteen.
+# reports sent every 5 s, and a window of 60 ticks twelve or thirteen.
 REDIS_TOLERANCE = 1.15
 Check = tuple[str, str, str]
 

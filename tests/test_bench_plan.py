@@ -11,7 +11,7 @@ def plan(*args: str) -> list[tuple[str, int, int, int]]:
     ]
 
 
-def test_sizes_in_turn_sse_run_after_its_baseline():
+def test_sse_run_follows_its_baseline():
     points = plan(
         "--configs",
         "serve-1,reference",
@@ -43,7 +43,7 @@ def test_no_sse_clients_one_run_per_size():
     assert points == [("serve-1", 5000, 0, 60)]
 
 
-def test_deflate_modes_pass_over_every_size():
+def test_each_deflate_mode_runs_size_by_size():
     points = build_points(
         parse_args(
             [
