@@ -9,6 +9,7 @@ import pytest
 import uvicorn
 from websockets.asyncio.client import connect
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Opcode
 
 from streaming.fanout import FRAMES_EXTENSION, text_frame
 from wordstream_site.protocol import (
@@ -18,6 +19,7 @@ from wordstream_site.protocol import (
     WebSocketProtocol,
 )
 
+from .clients import SansIOWebSocket
 from .servers import free_port
 
 WAIT = 5.0
@@ -112,7 +114,7 @@ async def start_echo_server():
     """Start uvicorn with WebSocketProtocol and EchoApp; stopped after the test."""
     running = []
 
-    async def start(deflate: bool = False):
+    async def start(deflate: bool = False, **options):
         app = EchoApp()
         config = uvicorn.Config(
             app,
@@ -122,6 +124,7 @@ async def start_echo_server():
             ws_per_message_deflate=deflate,
             lifespan="off",
             log_level="warning",
+            **options,
         )
         server = uvicorn.Server(config)
         running.append((server, asyncio.ensure_future(server.serve())))
@@ -249,3 +252,45 @@ async def test_closed_connection_freed_without_collector(echo_server):
                 await asyncio.sleep(0.01)
     finally:
         gc.enable()
+
+
+async def wait_for_ping_due(protocol: WebSocketProtocol) -> bytes:
+    """Wait until a keepalive ping waits in the sink; return its payload."""
+    async with asyncio.timeout(WAIT):
+        while protocol.sink.ping is None:
+            await asyncio.sleep(0.005)
+    return protocol.pending_ping_payload
+
+
+async def test_due_ping_rides_next_frame(start_echo_server):
+    # The ping waits up to half the timeout for a frame: 0.5 s here.
+    server, app, url = await start_echo_server(
+        ws_ping_interval=0.2, ws_ping_timeout=1.0
+    )
+    async with SansIOWebSocket(url, "test") as websocket:
+        protocol = only_protocol(server)
+        payload = await wait_for_ping_due(protocol)
+        write = app.scope["extensions"][FRAMES_EXTENSION]["write"]
+        assert write(text_frame("tick"))
+        # A ping written when it fell due would have arrived first.
+        frame = await websocket.next_frame()
+        assert (frame.opcode, frame.data) == (Opcode.TEXT, b"tick")
+        frame = await websocket.next_frame()
+        assert (frame.opcode, frame.data) == (Opcode.PING, payload)
+        assert protocol.sink.ping is None
+
+
+async def test_waiting_ping_sent_alone(start_echo_server):
+    server, app, url = await start_echo_server(
+        ws_ping_interval=0.2, ws_ping_timeout=1.0
+    )
+    async with SansIOWebSocket(url, "test") as websocket:
+        protocol = only_protocol(server)
+        payloads = []
+        # Four pings span more than the timeout: each pong reached the server.
+        for _ in range(4):
+            payloads.append(await wait_for_ping_due(protocol))
+            frame = await websocket.next_frame()
+            assert (frame.opcode, frame.data) == (Opcode.PING, payloads[-1])
+        assert len(set(payloads)) == 4
+        assert not protocol.close_sent

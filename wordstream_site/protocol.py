@@ -22,14 +22,22 @@ reads no other object. Reading the protocol's, the connection's and the
 flow control's state on every write made a tick to 10,000 clients about
 10% longer.
 
+The sink also carries the keepalive pings: a ping that falls due waits for
+the next frame and goes out in the same write. Clients that connect
+together are pinged together, and a ping written on its own costs one more
+write and wakes the client once more. When pings were written on their own,
+the three ticks to 10,000 clients after such a burst took 30 to 50 ms longer.
+
 It relies on the attributes of the pinned uvicorn version, and
 tests/test_ws_protocol.py checks them.
 """
 
 import asyncio
+import os
 from collections.abc import Callable
 from typing import Any
 
+from django.conf import settings
 from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 from uvicorn.protocols.websockets.websockets_sansio_impl import (
     WebSocketsSansIOProtocol,
@@ -116,17 +124,23 @@ class FrameSink:
     transport and a flag, which the protocol keeps up to date.
     """
 
-    __slots__ = ("open", "transport")
+    __slots__ = ("open", "ping", "transport")
 
     def __init__(self, transport: asyncio.Transport) -> None:
         self.transport = transport
         # True while a frame may be written directly; see
         # WebSocketProtocol._update_sink().
         self.open = False
+        # A keepalive ping frame that the next write carries, or None.
+        self.ping: bytes | None = None
 
     def __call__(self, frame: bytes) -> bool:
         if self.open and not self.transport.is_closing():
-            self.transport.write(frame)
+            if self.ping is None:
+                self.transport.write(frame)
+            else:
+                self.transport.write(frame + self.ping)
+                self.ping = None
             return True
         return False
 
@@ -211,6 +225,45 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             and self.writable.is_set()
             and not self.disconnected
         )
+
+    def send_keepalive_ping(self) -> None:
+        """Hand a due ping to the sink, to go out with the next frame.
+
+        A ping that no frame has carried within _ping_carry_wait() seconds
+        is written on its own. The pong deadline runs from now.
+        """
+        self.ping_timer = None
+        sink = self.sink
+        if sink is None or not sink.open or self.close_sent:
+            super().send_keepalive_ping()
+            return
+        payload = os.urandom(4)
+        self.pending_ping_payload = payload
+        self.ping_sent_at = self.loop.time()
+        # FIN and opcode 9 (ping), unmasked, four bytes of payload.
+        sink.ping = b"\x89\x04" + payload
+        self.loop.call_later(self._ping_carry_wait(), self._write_waiting_ping)
+        if self.ping_timeout is None:
+            self.schedule_ping()
+        else:
+            self.pong_timer = self.loop.call_later(
+                self.ping_timeout, self.keepalive_timeout
+            )
+
+    def _ping_carry_wait(self) -> float:
+        """Seconds a due ping waits for a frame: a little over one tick."""
+        wait = 1.5 * settings.WORD_INTERVAL
+        if self.ping_timeout is not None:
+            wait = min(wait, self.ping_timeout / 2)
+        return wait
+
+    def _write_waiting_ping(self) -> None:
+        sink = self.sink
+        if sink is None or sink.ping is None:
+            return
+        ping, sink.ping = sink.ping, None
+        if self.conn.state is State.OPEN and not self.transport.is_closing():
+            self.transport.write(ping)
 
     async def send(self, message: Any) -> None:
         await super().send(message)
