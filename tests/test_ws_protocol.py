@@ -294,3 +294,18 @@ async def test_waiting_ping_sent_alone(start_echo_server):
             assert (frame.opcode, frame.data) == (Opcode.PING, payloads[-1])
         assert len(set(payloads)) == 4
         assert not protocol.close_sent
+
+
+async def test_first_pings_spread_over_interval(start_echo_server):
+    server, _, url = await start_echo_server(ws_ping_interval=10.0)
+    async with contextlib.AsyncExitStack() as stack:
+        for _ in range(20):
+            await stack.enter_async_context(connect(url))
+        now = asyncio.get_running_loop().time()
+        connections = server.server_state.connections
+        delays = [protocol.ping_timer.when() - now for protocol in connections]
+    assert len(delays) == 20
+    assert max(delays) <= 10.0
+    # Twenty delays drawn evenly from 10 s all lie within 5 s of each other
+    # with a probability of 21 / 2**20, about 2 in 100,000.
+    assert max(delays) - min(delays) > 5.0
