@@ -16,19 +16,19 @@ It also offers the application a frame writer (streaming.fanout's
 FRAMES_EXTENSION in the scope's extensions): a frame encoded once per tick
 is written to each socket directly, instead of through send() and
 websockets' framing per connection. The writer is a FrameSink, which holds
-only the transport and a flag. The protocol updates the flag whenever the
-connection's state or the transport's flow control changes, so a write
-reads no other object. Reading the protocol's, the connection's and the
-flow control's state on every write made a tick to 10,000 clients about
-10% longer.
+only the transport, a flag and a waiting ping. The protocol updates the
+flag whenever the connection's state or the transport's flow control
+changes, so a write reads no other object. Reading the protocol's, the
+connection's and the flow control's state on every write made a tick to
+10,000 clients about 10% longer.
 
-The sink also carries the keepalive pings: a ping that falls due waits for
+The sink also carries the keepalive pings. A ping that falls due waits for
 the next frame and goes out in the same write, because a ping written on
 its own costs one more write and wakes the client once more. The first
-ping falls at a random point of the first interval. With uvicorn's
+ping falls at a random point of the first interval: with uvicorn's
 schedule, clients that connect together are pinged together every
-interval, and the three ticks to 10,000 clients after such a burst took 30
-to 50 ms longer.
+interval. With both as uvicorn does them, the three ticks to 10,000 clients
+after such a burst of pings took 30 to 50 ms longer.
 
 It relies on the attributes of the pinned uvicorn version, and
 tests/test_ws_protocol.py checks them.
@@ -178,6 +178,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.writable.set()
         # Made in connection_made(); _update_sink() runs before that too.
         self.sink: FrameSink | None = None
+        # The timer that writes a ping no frame carried, or None.
+        self.ping_carry_timer: asyncio.TimerHandle | None = None
         # The ServerProtocol that uvicorn made becomes a ConnectionState in
         # place: the subclass adds no state of its own, and a second state
         # machine per handshake would cost about 5 microseconds.
@@ -196,6 +198,9 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def connection_lost(self, exc: Exception | None) -> None:
         super().connection_lost(exc)
         self._update_sink()
+        if self.ping_carry_timer is not None:
+            self.ping_carry_timer.cancel()
+            self.ping_carry_timer = None
         self.conn.on_state_change = None
         # Otherwise the sink, and through it the transport, stays alive for
         # as long as the application keeps a reference to the scope.
@@ -243,7 +248,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         """Hand a due ping to the sink, to go out with the next frame.
 
         A ping that no frame has carried within _ping_carry_wait() seconds
-        is written on its own. The pong deadline runs from now.
+        is written on its own, and so is a ping while the sink is closed.
+        The pong deadline and the measured round trip run from now.
         """
         self.ping_timer = None
         sink = self.sink
@@ -255,7 +261,11 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
         self.ping_sent_at = self.loop.time()
         # FIN and opcode 9 (ping), unmasked, four bytes of payload.
         sink.ping = b"\x89\x04" + payload
-        self.loop.call_later(self._ping_carry_wait(), self._write_waiting_ping)
+        if self.ping_carry_timer is not None:
+            self.ping_carry_timer.cancel()
+        self.ping_carry_timer = self.loop.call_later(
+            self._ping_carry_wait(), self._write_waiting_ping
+        )
         if self.ping_timeout is None:
             self.schedule_ping()
         else:
@@ -264,13 +274,17 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
             )
 
     def _ping_carry_wait(self) -> float:
-        """Seconds a due ping waits for a frame: a little over one tick."""
+        """Return how long a due ping waits for a frame, in seconds.
+
+        That is a little over one tick, and at most half the pong timeout.
+        """
         wait = 1.5 * settings.WORD_INTERVAL
         if self.ping_timeout is not None:
             wait = min(wait, self.ping_timeout / 2)
         return wait
 
     def _write_waiting_ping(self) -> None:
+        self.ping_carry_timer = None
         sink = self.sink
         if sink is None or sink.ping is None:
             return
