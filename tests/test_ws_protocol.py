@@ -255,7 +255,7 @@ async def test_closed_connection_freed_without_collector(echo_server):
 
 
 async def wait_for_ping_due(protocol: WebSocketProtocol) -> bytes:
-    """Wait until a keepalive ping waits in the sink; return its payload."""
+    """Return the payload of the next due ping once it waits in the sink."""
     async with asyncio.timeout(WAIT):
         while protocol.sink.ping is None:
             await asyncio.sleep(0.005)
@@ -283,13 +283,12 @@ async def test_due_ping_rides_next_frame(start_echo_server):
 
 
 async def test_waiting_ping_sent_alone(start_echo_server):
-    server, app, url = await start_echo_server(
-        ws_ping_interval=0.2, ws_ping_timeout=1.0
-    )
+    server, _, url = await start_echo_server(ws_ping_interval=0.2, ws_ping_timeout=1.0)
     async with SansIOWebSocket(url, "test") as websocket:
         protocol = only_protocol(server)
         payloads = []
-        # Four pings span more than the timeout: each pong reached the server.
+        # Four pings span more than the timeout, so the connection is still
+        # open only if each pong reached the server.
         for _ in range(4):
             payloads.append(await wait_for_ping_due(protocol))
             frame = await websocket.next_frame()
@@ -316,6 +315,7 @@ async def test_first_pings_spread_over_interval(start_echo_server):
 
 
 def first_ping_due(protocol: WebSocketProtocol) -> float:
+    """Return the loop time at which the protocol's first ping falls due."""
     if protocol.ping_timer is None:
         return protocol.ping_sent_at
     return protocol.ping_timer.when()

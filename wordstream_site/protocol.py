@@ -237,8 +237,8 @@ class WebSocketProtocol(WebSocketsSansIOProtocol):
     def start_keepalive(self) -> None:
         """Schedule the first ping at a random point of the first interval.
 
-        Pinged one interval after they connect, clients that connect
-        together would be pinged together ever after.
+        Otherwise clients that connect together are pinged together in
+        every interval.
         """
         if self.ping_interval:
             delay = self.ping_interval * random.random()
