@@ -59,8 +59,8 @@ async def test_ticks_do_not_drift_under_slow_work():
     times = [sent[0] for sent in layer.sent][:20]
     assert len(times) == 20
     offsets = [moment - times[0] - n * interval for n, moment in enumerate(times)]
-    # A drifting schedule leaves every later tick further behind; a scheduling
-    # hiccup on a busy machine delays one tick and the next is on time again.
+    # A drifting schedule leaves every later tick further behind. A scheduling
+    # hiccup on a busy machine delays one tick, and the next is on time again.
     off_schedule = [offset for offset in offsets if abs(offset) > 0.015]
     assert len(off_schedule) <= 2, offsets
     assert max(abs(offset) for offset in offsets) < interval / 2, offsets
