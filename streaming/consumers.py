@@ -75,7 +75,7 @@ class WordConsumer(AsyncWebsocketConsumer):
 
     async def _recover(self, point: ResumePoint) -> None:
         notice, words = await recover(services.history, point)
-        self._last_word = last_seen(point)
+        self._last_word = last_seen(point) if notice["recovered"] else None
         await self.send(text_data=json.dumps(notice))
         for word in words:
             await self.send(text_data=json.dumps(word.frame()))

@@ -43,6 +43,8 @@ class Recovery:
     words: list[Word]
     # The oldest seq the history still holds, or None when it is empty.
     oldest_seq: int | None
+    # The newest seq the history holds, or None when it is empty.
+    newest_seq: int | None
 
     def after(self, since: int) -> "Recovery":
         """Return the same recovery without the words up to since."""
@@ -50,6 +52,7 @@ class Recovery:
             self.epoch,
             [word for word in self.words if word.seq > since],
             self.oldest_seq,
+            self.newest_seq,
         )
 
     def is_complete(self, since: int) -> bool:
@@ -103,8 +106,9 @@ class LocalHistory:
 
     async def since(self, seq: int) -> Recovery:
         oldest = self.words[0].seq if self.words else None
+        newest = self.words[-1].seq if self.words else None
         missed = [word for word in self.words if word.seq > seq]
-        return Recovery(self.epoch, missed, oldest)
+        return Recovery(self.epoch, missed, oldest, newest)
 
 
 class RedisHistory:
@@ -175,11 +179,16 @@ class RedisHistory:
         async with self.redis.pipeline(transaction=True) as pipe:
             pipe.get(EPOCH_KEY)
             pipe.zrange(HISTORY_KEY, 0, 0, withscores=True)
+            pipe.zrange(HISTORY_KEY, -1, -1, withscores=True)
             pipe.zrangebyscore(HISTORY_KEY, f"({seq}", "+inf")
-            epoch_value, oldest, entries = await pipe.execute()
+            epoch_value, oldest, newest, entries = await pipe.execute()
         epoch = epoch_value.decode() if epoch_value else ""
-        oldest_seq = int(oldest[0][1]) if oldest else None
-        return Recovery(epoch, [decode_entry(e, epoch) for e in entries], oldest_seq)
+        return Recovery(
+            epoch,
+            [decode_entry(entry, epoch) for entry in entries],
+            int(oldest[0][1]) if oldest else None,
+            int(newest[0][1]) if newest else None,
+        )
 
 
 def _retrieve_exception(future: asyncio.Future[Any]) -> None:

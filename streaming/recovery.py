@@ -57,7 +57,8 @@ def resume_point_from_event_id(last_event_id: str | None) -> ResumePoint | None:
 
 
 def _parse_seq(value: str) -> int | None:
-    return int(value) if value.isdigit() else None
+    # str.isdigit() also accepts digits such as "²" that int() rejects.
+    return int(value) if value.isascii() and value.isdigit() else None
 
 
 def last_seen(point: ResumePoint) -> Word | None:
@@ -80,6 +81,9 @@ async def recover(
         return _not_recovered(Reason.UNAVAILABLE, ""), []
     if recovery.epoch != point.epoch:
         return _not_recovered(Reason.EPOCH_CHANGED, recovery.epoch), []
+    if point.since > (recovery.newest_seq or 0):
+        # No client has seen a seq that the history has not recorded yet.
+        return _not_recovered(Reason.INVALID, recovery.epoch), []
     if not recovery.is_complete(point.since):
         return _not_recovered(Reason.TOO_OLD, recovery.epoch), []
     notice = {

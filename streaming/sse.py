@@ -114,7 +114,7 @@ async def word_events(
         last = None
         if point is not None:
             notice, missed = await recover(history, point)
-            last = last_seen(point)
+            last = last_seen(point) if notice["recovered"] else None
             if not notice["recovered"]:
                 yield format_event(notice)
             for word in missed:

@@ -85,7 +85,11 @@ async def test_sse_without_resume_point_streams_live(recovering_server):
         ("since={seq}&epoch=not-the-epoch", "epoch changed"),
         ("since=1&epoch={epoch}", "too old"),
         ("since=abc&epoch={epoch}", "invalid resume point"),
+        # A superscript two: a digit to str.isdigit(), not to int().
+        ("since=%C2%B2&epoch={epoch}", "invalid resume point"),
         ("since={seq}", "invalid resume point"),
+        # A seq no word of this epoch has had yet.
+        ("since={ahead}&epoch={epoch}", "invalid resume point"),
     ],
 )
 async def test_unrecoverable_resume_points(start_server, redis_server, query, reason):
@@ -99,7 +103,8 @@ async def test_unrecoverable_resume_points(start_server, redis_server, query, re
     async with ws_connect(server.ws_url) as ws:
         frames = await wait_for_seq(ws, 12)
     epoch = frames[-1]["epoch"]
-    url = server.ws_url + "?" + query.format(seq=frames[-1]["seq"], epoch=epoch)
+    seq = frames[-1]["seq"]
+    url = server.ws_url + "?" + query.format(seq=seq, ahead=seq + 1000, epoch=epoch)
     async with ws_connect(url) as ws:
         notice = await read_json(ws)
         live = await read_json(ws)
