@@ -132,6 +132,27 @@ class WordConsumer(AsyncWebsocketConsumer):
             )
             await self.close(code=CloseCode.POLICY_VIOLATION)
 
+    async def close(
+        self, code: int | bool | None = None, reason: str | None = None
+    ) -> None:
+        """Close the connection from the server's side.
+
+        daphne's WebSocket library (autobahn) takes only a plain int, and
+        from a server only 1000 or 3000 to 4999; it raises for 1001, 1008
+        and 1013. Under daphne such a close goes out as 1000 instead.
+        """
+        if isinstance(code, int) and not isinstance(code, bool):
+            code = int(code)
+        try:
+            await super().close(code=code, reason=reason)
+        except OSError:
+            raise
+        except Exception as exc:
+            if not isinstance(code, int) or "close code" not in str(exc):
+                raise
+            logger.debug("closing %s with %d failed: %s", self._client, code, exc)
+            await super().close(code=CloseCode.NORMAL_CLOSURE.value, reason=reason)
+
     async def websocket_disconnect(self, message: dict[str, Any]) -> NoReturn:
         """Called when the socket has closed. Run disconnect() and stop.
 

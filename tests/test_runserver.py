@@ -1,9 +1,11 @@
 """`manage.py runserver` with no REDIS_URL: everything in one process."""
 
+import asyncio
 from pathlib import Path
 
 import httpx
 import pytest
+from websockets.exceptions import ConnectionClosed
 
 from .clients import EventStream, receive_words, ws_connect
 from .conftest import TEST_WORD_INTERVAL
@@ -40,3 +42,16 @@ async def test_runserver_starts_word_source_without_a_request(start_server):
     assert "InMemoryChannelLayer" in log
     # The services started before the first request reached the server.
     assert log.index("streaming started") < log.index("GET /healthz")
+
+
+async def test_runserver_closes_flooding_client_normally(start_server):
+    # daphne sends no 1008 from a server, so the consumer closes with 1000.
+    server = start_server("runserver")
+    async with ws_connect(server.ws_url) as flood:
+        for _ in range(200):
+            await flood.send("spam")
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(flood.recv(), 5)
+    assert flood.close_code == 1000
+    assert "Exception inside application" not in server.log()

@@ -172,8 +172,8 @@ WS_MAX_BACKLOG = int(os.environ.get("WS_MAX_BACKLOG", "30"))
 WS_MAX_CLIENT_MESSAGES_PER_SECOND = int(
     os.environ.get("WS_MAX_CLIENT_MESSAGES_PER_SECOND", "20")
 )
-# Bytes of the largest message a client may send; daphne closes the
-# connection with 1009 past it (uvicorn's limit is set in serve.py).
+# Bytes of the largest message a client may send. The production server
+# closes with 1009 past it (serve.py), and daphne drops the connection.
 WS_MAX_MESSAGE_SIZE = 4096
 DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = WS_MAX_MESSAGE_SIZE
 DAPHNE_WEBSOCKET_MAX_FRAME_SIZE = WS_MAX_MESSAGE_SIZE
