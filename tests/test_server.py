@@ -169,3 +169,17 @@ async def test_server_processes_share_stream_and_restart(start_server, redis_ser
     assert server.popen.wait(15) == 0
     assert not any(is_alive(pid) for pid in workers)
     assert "server processes stopped" in server.log()
+
+
+async def test_sigint_stops_server_without_traceback(start_server):
+    # Ctrl-C in a terminal sends SIGINT.
+    server = start_server("serve")
+    async with ws_connect(server.ws_url) as ws:
+        await receive_words(ws, 1)
+        server.send_signal(signal.SIGINT)
+        with pytest.raises(ConnectionClosed):
+            while True:
+                await asyncio.wait_for(ws.recv(), 10)
+    assert ws.close_code == 1001
+    assert server.popen.wait(15) == -signal.SIGINT
+    assert "Traceback" not in server.log()

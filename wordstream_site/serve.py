@@ -137,7 +137,14 @@ def run(options: dict[str, Any]) -> None:
     if config.workers > 1:
         Supervisor(config).run()
     else:
-        Server(config).run()
+        try:
+            Server(config).run()
+        except KeyboardInterrupt:
+            # uvicorn raises SIGINT again once it has shut down, and Python's
+            # handler turns it into this exception. End by the signal, as
+            # Python does, but without the traceback.
+            signal.signal(signal.SIGINT, signal.SIG_DFL)
+            os.kill(os.getpid(), signal.SIGINT)
 
 
 STOP_SIGNALS = (signal.SIGINT, signal.SIGTERM)
