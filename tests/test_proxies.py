@@ -86,6 +86,14 @@ def collected_static():
     return ROOT / "staticfiles"
 
 
+def test_server_serves_collected_static_under_debug(start_server, collected_static):
+    # A development run of the production server: DEBUG on, no runserver.
+    server = start_server("serve", DJANGO_DEBUG="1", DJANGO_DEVELOPMENT="1")
+    response = httpx.get(server.base_url + "/static/admin/css/base.css")
+    assert response.status_code == 200
+    assert response.content == (collected_static / "admin/css/base.css").read_bytes()
+
+
 @pytest.fixture
 def static_root(tmp_path):
     root = tmp_path / "shared_web"

@@ -1,4 +1,3 @@
-from django.conf import settings
 from django.contrib import admin
 from django.urls import path, re_path
 
@@ -18,13 +17,7 @@ urlpatterns = [
     ),
 ]
 
-if not settings.DEBUG:
-    # The admin's collected assets are few and small, so the server itself
-    # serves them; the proxies pass /static/ on to it. Under DEBUG, runserver's
-    # static files handler serves them instead.
-    urlpatterns.append(
-        re_path(
-            r"^static/(?P<path>.*)$",
-            views.static_asset,
-        )
-    )
+# The admin's collected assets are few and small, so the server itself
+# serves them, and the proxies pass /static/ on to it. Under runserver with
+# DEBUG on, its static files handler answers /static/ before this route.
+urlpatterns.append(re_path(r"^static/(?P<path>.*)$", views.static_asset))
