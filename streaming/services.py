@@ -127,7 +127,9 @@ class Services:
         self.presence.end_streams()
         if consumers:
             logger.info(
-                "closing %d WebSocket clients with code %d", len(consumers), code
+                "closing %d word stream clients (/ws and /api/words) with code %d",
+                len(consumers),
+                code,
             )
 
     async def _cancel_tasks(self) -> None:
