@@ -64,7 +64,9 @@ def server_options() -> dict[str, Any]:
     """Return uvicorn's options, read from the environment and the settings."""
     from django.conf import settings
 
-    workers = int(os.environ.get("WEB_CONCURRENCY", "1"))
+    from .settings import env_int
+
+    workers = env_int("WEB_CONCURRENCY", 1, minimum=1)
     if workers > 1 and not settings.REDIS_URL:
         raise ImproperlyConfigured(
             f"WEB_CONCURRENCY={workers} needs REDIS_URL: without Redis each "
@@ -72,7 +74,7 @@ def server_options() -> dict[str, Any]:
         )
     return {
         "host": os.environ.get("HOST", "127.0.0.1"),
-        "port": int(os.environ.get("PORT", "8000")),
+        "port": env_int("PORT", 8000, minimum=0, maximum=65535),
         "workers": workers,
         # uvicorn's sans-I/O websockets protocol costs the least memory and
         # time per connection of its implementations; this subclass of it
@@ -235,8 +237,8 @@ def main() -> None:
     os.environ.setdefault("DJANGO_SETTINGS_MODULE", "wordstream_site.settings")
     import django
 
-    django.setup()
     try:
+        django.setup()
         check_production_settings()
         options = server_options()
     except (ImproperlyConfigured, ValueError) as exc:

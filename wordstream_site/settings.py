@@ -52,6 +52,31 @@ def env_seconds(name: str, default: float) -> float:
     return seconds
 
 
+def env_int(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
+    value = os.environ.get(name, "")
+    try:
+        number = int(value) if value else default
+    except ValueError:
+        raise ImproperlyConfigured(
+            f"{name} must be a whole number, got {value!r}"
+        ) from None
+    if number < minimum or (maximum is not None and number > maximum):
+        upper = "" if maximum is None else f" and at most {maximum}"
+        raise ImproperlyConfigured(
+            f"{name} must be at least {minimum}{upper}, got {value!r}"
+        )
+    return number
+
+
+def env_log_level(name: str, default: str) -> str:
+    value = os.environ.get(name, "") or default
+    if value.upper() not in {"DEBUG", "INFO", "WARNING", "ERROR", "CRITICAL"}:
+        raise ImproperlyConfigured(
+            f"{name} must be DEBUG, INFO, WARNING, ERROR or CRITICAL, got {value!r}"
+        )
+    return value.upper()
+
+
 SECRET_KEY = os.environ.get("DJANGO_SECRET_KEY") or DEVELOPMENT_SECRET_KEY
 DEBUG = env_bool("DJANGO_DEBUG", True)
 ALLOWED_HOSTS = env_list("DJANGO_ALLOWED_HOSTS", "localhost,127.0.0.1,[::1]")
@@ -66,7 +91,7 @@ if HTTPS:
     SECURE_SSL_REDIRECT = True
     # Health checks and metrics scrapes come over plain HTTP from inside.
     SECURE_REDIRECT_EXEMPT = [r"^healthz$", r"^metrics$"]
-    SECURE_HSTS_SECONDS = int(os.environ.get("DJANGO_HSTS_SECONDS", "3600"))
+    SECURE_HSTS_SECONDS = env_int("DJANGO_HSTS_SECONDS", 3600, minimum=0)
     # Both bind every subdomain, or future visitors, to HTTPS: opt-in only.
     SECURE_HSTS_INCLUDE_SUBDOMAINS = env_bool("DJANGO_HSTS_INCLUDE_SUBDOMAINS", False)
     SECURE_HSTS_PRELOAD = env_bool("DJANGO_HSTS_PRELOAD", False)
@@ -166,17 +191,19 @@ WS_ALLOW_MISSING_ORIGIN = env_bool("WS_ALLOW_MISSING_ORIGIN", False)
 WS_PING_INTERVAL = env_seconds("WS_PING_INTERVAL", 20.0)
 WS_PING_TIMEOUT = env_seconds("WS_PING_TIMEOUT", 20.0)
 # Frames a client may fall behind before it is closed with 1013.
-WS_MAX_BACKLOG = int(os.environ.get("WS_MAX_BACKLOG", "30"))
+WS_MAX_BACKLOG = env_int("WS_MAX_BACKLOG", 30, minimum=1)
 # Messages a client may send in one second before it is closed with 1008:
 # the stream is one-way, so a client has no reason to send many.
-WS_MAX_CLIENT_MESSAGES_PER_SECOND = int(
-    os.environ.get("WS_MAX_CLIENT_MESSAGES_PER_SECOND", "20")
+WS_MAX_CLIENT_MESSAGES_PER_SECOND = env_int(
+    "WS_MAX_CLIENT_MESSAGES_PER_SECOND", 20, minimum=1
 )
 # Bytes of the largest message a client may send. The production server
 # closes with 1009 past it (serve.py), and daphne drops the connection.
 WS_MAX_MESSAGE_SIZE = 4096
 DAPHNE_WEBSOCKET_MAX_MESSAGE_SIZE = WS_MAX_MESSAGE_SIZE
 DAPHNE_WEBSOCKET_MAX_FRAME_SIZE = WS_MAX_MESSAGE_SIZE
+
+LOG_LEVEL = env_log_level("LOG_LEVEL", "INFO")
 
 LOGGING = {
     "version": 1,
@@ -189,8 +216,8 @@ LOGGING = {
     },
     "root": {"handlers": ["console"], "level": "WARNING"},
     "loggers": {
-        "streaming": {"level": os.environ.get("LOG_LEVEL", "INFO")},
-        "wordstream_site": {"level": os.environ.get("LOG_LEVEL", "INFO")},
+        "streaming": {"level": LOG_LEVEL},
+        "wordstream_site": {"level": LOG_LEVEL},
         "django": {"level": "INFO"},
     },
 }
