@@ -301,6 +301,9 @@ async def assert_bad_input_rejected(target, producer) -> None:
         async with ws_connect(server.ws_url) as invalid:
             await invalid.send(b"\xc3\x28 invalid utf-8", text=True)
             await expect_close(invalid, 1007)
+        # One line for the client, not uvicorn's traceback.
+        assert "text message is not UTF-8" in producer.log()
+        assert "Invalid UTF-8 sequence" not in producer.log()
 
         async with ws_connect(server.ws_url) as flood:
             for _ in range(10_000):
