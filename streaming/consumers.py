@@ -138,8 +138,8 @@ class WordConsumer(AsyncWebsocketConsumer):
         """Close the connection from the server's side.
 
         daphne's WebSocket library (autobahn) takes only a plain int, and
-        from a server only 1000 or 3000 to 4999; it raises for 1001, 1008
-        and 1013. Under daphne such a close goes out as 1000 instead.
+        from a server only 1000 or 3000 to 4999. It raises for 1001, 1008
+        and 1013, so under daphne such a close goes out as 1000 instead.
         """
         if isinstance(code, int) and not isinstance(code, bool):
             code = int(code)

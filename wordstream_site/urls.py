@@ -19,5 +19,5 @@ urlpatterns = [
 
 # The admin's collected assets are few and small, so the server itself
 # serves them, and the proxies pass /static/ on to it. Under runserver with
-# DEBUG on, its static files handler answers /static/ before this route.
+# DEBUG on, its static files handler serves /static/ before this route.
 urlpatterns.append(re_path(r"^static/(?P<path>.*)$", views.static_asset))
