@@ -120,18 +120,26 @@ async def word_events(
             for word in missed:
                 yield format_word(word)
                 last = word
+        loop = asyncio.get_running_loop()
+        # When to send a heartbeat: a word skipped as already sent does not
+        # count as an event.
+        heartbeat_at = loop.time() + heartbeat_timeout()
         while True:
             # The wait below may have returned a word in place of a cancellation.
             raise_if_cancel_requested()
             try:
-                word = await asyncio.wait_for(stream.words.get(), heartbeat_timeout())
+                word = await asyncio.wait_for(
+                    stream.words.get(), max(0.0, heartbeat_at - loop.time())
+                )
             except TimeoutError:
                 yield HEARTBEAT
+                heartbeat_at = loop.time() + heartbeat_timeout()
                 continue
             if word is None:
                 return
             if is_newer(word, last):
                 last = word
                 yield format_word(word)
+                heartbeat_at = loop.time() + heartbeat_timeout()
     finally:
         fanout.discard(stream)

@@ -4,6 +4,7 @@ from streaming import sse
 from streaming.fanout import Fanout
 from streaming.history import LocalHistory, Word
 from streaming.presence import Presence
+from streaming.recovery import ResumePoint
 
 
 class NoLayer:
@@ -108,3 +109,25 @@ def test_heartbeat_timeouts_spread_over_half_interval():
     middle = sse.HEARTBEAT_INTERVAL * 0.75
     assert sum(timeout < middle for timeout in timeouts) > 300
     assert sum(timeout > middle for timeout in timeouts) > 300
+
+
+async def test_word_stream_heartbeat_ignores_skipped_words(monkeypatch):
+    monkeypatch.setattr(sse, "HEARTBEAT_INTERVAL", 0.2)
+    monkeypatch.setattr(sse, "HEARTBEAT_JITTER", 0)
+    history = LocalHistory(10)
+    newest = history.record("alpha", 1_000, 0)
+    fanout = Fanout()
+    point = ResumePoint(newest.epoch, newest.seq)
+    events = sse.word_events(fanout, history, point, max_backlog=10)
+    chunks: list[bytes] = []
+    task = asyncio.create_task(consume(events, chunks))
+    await wait_for_condition(lambda: len(fanout) == 1)
+
+    # The client already has this word, so each offer of it is skipped.
+    async with asyncio.timeout(1):
+        while not chunks:
+            fanout.broadcast(newest)
+            await asyncio.sleep(0.02)
+    task.cancel()
+    await asyncio.gather(task, return_exceptions=True)
+    assert chunks[0] == b": heartbeat\n\n"
