@@ -7,7 +7,9 @@ the in-memory channel layer, so `manage.py runserver` needs no other service.
 """
 
 import os
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import dj_database_url
 from django.core.exceptions import ImproperlyConfigured
@@ -39,27 +41,34 @@ def env_list(name: str, default: str) -> list[str]:
     ]
 
 
-def env_seconds(name: str, default: float) -> float:
+Number = TypeVar("Number", int, float)
+
+
+def env_number(
+    name: str, default: Number, parse: Callable[[str], Number], expected: str
+) -> tuple[str, Number]:
+    """Return the variable's text and its value read with parse, or default.
+
+    expected describes a valid value in the error, such as "a whole number".
+    """
     value = os.environ.get(name, "")
     try:
-        seconds = float(value) if value else default
+        return value, parse(value) if value else default
     except ValueError:
         raise ImproperlyConfigured(
-            f"{name} must be a number of seconds, got {value!r}"
+            f"{name} must be {expected}, got {value!r}"
         ) from None
+
+
+def env_seconds(name: str, default: float) -> float:
+    value, seconds = env_number(name, default, float, "a number of seconds")
     if not seconds > 0:
         raise ImproperlyConfigured(f"{name} must be greater than 0, got {value!r}")
     return seconds
 
 
 def env_int(name: str, default: int, minimum: int, maximum: int | None = None) -> int:
-    value = os.environ.get(name, "")
-    try:
-        number = int(value) if value else default
-    except ValueError:
-        raise ImproperlyConfigured(
-            f"{name} must be a whole number, got {value!r}"
-        ) from None
+    value, number = env_number(name, default, int, "a whole number")
     if number < minimum or (maximum is not None and number > maximum):
         upper = "" if maximum is None else f" and at most {maximum}"
         raise ImproperlyConfigured(
