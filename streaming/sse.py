@@ -121,8 +121,8 @@ async def word_events(
                 yield format_word(word)
                 last = word
         loop = asyncio.get_running_loop()
-        # When to send a heartbeat: a word skipped as already sent does not
-        # count as an event.
+        # The loop time of the next heartbeat. A word skipped as already sent
+        # is not an event, so it leaves this unchanged.
         heartbeat_at = loop.time() + heartbeat_timeout()
         while True:
             # The wait below may have returned a word in place of a cancellation.
